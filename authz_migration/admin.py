@@ -1,0 +1,1 @@
+"""Admin registrations (basic; the fuller admin experience builds on these)."""
