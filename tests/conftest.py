@@ -1,0 +1,94 @@
+"""Shared fixtures. Factories write through the configured models, so the same tests run
+against the app's own tables and a host's."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from authz_migration.conf import course_override_model, legacy_role_model, org_override_model
+
+FLAG = "authz.enable_course_authoring"
+_counter = itertools.count()
+
+
+def pytest_report_header(config):
+    return f"authz_migration tests on database: {settings.DB}"
+
+
+@pytest.fixture
+def server_db():
+    """Skip unless the test database is PostgreSQL or MariaDB."""
+    if connection.vendor == "sqlite":
+        pytest.skip("needs PostgreSQL or MariaDB")
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str | None = None, **extra):
+        name = username or f"user{next(_counter)}"
+        return get_user_model().objects.create(username=name, **extra)
+
+    return make
+
+
+@pytest.fixture
+def grant(db):
+    """grant(user, course_id="course-v1:O+C+R", role="staff", org=None) -> legacy row."""
+
+    def grant_(user, course_id: str = "", role: str = "staff", org: str | None = None):
+        if org is None:
+            org = course_id.split(":", 1)[1].split("+", 1)[0] if course_id else ""
+        return legacy_role_model().objects.create(
+            user=user, org=org, course_id=course_id, role=role
+        )
+
+    return grant_
+
+
+@pytest.fixture
+def global_flag(db):
+    """global_flag(True/False/None): set the waffle flag's ``everyone``; None deletes it."""
+    from waffle import get_waffle_flag_model
+
+    def set_(everyone: bool | None):
+        model = get_waffle_flag_model()
+        if everyone is None:
+            model.objects.filter(name=FLAG).delete()
+            return None
+        flag, _ = model.objects.update_or_create(name=FLAG, defaults={"everyone": everyone})
+        return flag
+
+    return set_
+
+
+@pytest.fixture
+def course_override(db):
+    """course_override(course_id, "on"/"off", enabled=True) -> the new history row."""
+
+    def save(course_id: str, choice: str = "on", enabled: bool = True, flag: str = FLAG, **kw):
+        row = course_override_model()(
+            waffle_flag=flag, course_id=course_id, override_choice=choice, enabled=enabled, **kw
+        )
+        row.save()
+        return row
+
+    return save
+
+
+@pytest.fixture
+def org_override(db):
+    """org_override(org, "on"/"off", enabled=True) -> the new history row."""
+
+    def save(org: str, choice: str = "on", enabled: bool = True, flag: str = FLAG, **kw):
+        row = org_override_model()(
+            waffle_flag=flag, org=org, override_choice=choice, enabled=enabled, **kw
+        )
+        row.save()
+        return row
+
+    return save
