@@ -37,4 +37,5 @@ class Migration(migrations.Migration):
         ("casbin_adapter", "0001_initial"),
     ]
 
-    operations = [migrations.RunPython(add_index, remove_index)]
+    # DDL: on MariaDB it cannot run inside a transaction, and there is no data to protect.
+    operations = [migrations.RunPython(add_index, remove_index, atomic=False)]
