@@ -1,0 +1,123 @@
+"""Per-scope concurrency guard, enforced by the database's own row locks.
+
+Every move holds, for the length of its transaction:
+
+- an instance-wide move: an exclusive lock on the ``instance`` row;
+- a course or org move: a shared lock on ``instance`` and an exclusive lock on ``org:<ORG>``.
+
+So a course and its org, two moves of one org, and anything and an instance-wide move never
+execute at once, while moves in different orgs never wait for each other. Locks are released
+by commit, rollback, or the death of the connection: no crashed process can leave a scope
+locked (docs/decisions/0003). On SQLite, which has one writer at a time, taking the lock is a
+write, so moves there are simply serialized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import DatabaseError, connections
+
+from .models import ScopeLock
+
+INSTANCE = "instance"
+
+
+class ScopeBusy(Exception):
+    """Another move holds a scope this one needs, and the caller chose not to wait."""
+
+
+def org_lock_key(org: str) -> str:
+    return f"org:{org}"
+
+
+def ensure_lock_rows(keys: Iterable[str], exclusive: Iterable[str] = (), using="default") -> None:
+    """Create missing lock rows. Outside a transaction this commits at once, so that a later
+    NOWAIT attempt never waits on another transaction's uncommitted insert.
+
+    On MariaDB/MySQL an ``INSERT IGNORE`` that meets a duplicate takes a shared lock on it;
+    two transactions upgrading such shared locks to exclusive would deadlock. Rows this
+    transaction will lock exclusively are therefore created with ``ON DUPLICATE KEY UPDATE``,
+    which takes the exclusive lock straight away.
+    """
+    keys = sorted(set(keys))
+    present = set(ScopeLock.objects.using(using).filter(key__in=keys).values_list("key", flat=True))
+    missing = [key for key in keys if key not in present]
+    if not missing:
+        return
+    connection = connections[using]
+    exclusive = set(exclusive)
+    upsert = [key for key in missing if key in exclusive] if connection.vendor == "mysql" else []
+    if upsert:
+        table = connection.ops.quote_name(ScopeLock._meta.db_table)
+        column = connection.ops.quote_name("key")
+        values = ", ".join(["(%s)"] * len(upsert))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({column}) VALUES {values} "  # noqa: S608 (identifiers only)
+                f"ON DUPLICATE KEY UPDATE {column} = {column}",
+                upsert,
+            )
+    rest = [ScopeLock(key=key) for key in missing if key not in upsert]
+    if rest:
+        ScopeLock.objects.using(using).bulk_create(rest, ignore_conflicts=True)
+
+
+def acquire(
+    org_keys: Iterable[str] = (), *, instance: bool = False, wait: bool = True, using="default"
+) -> None:
+    """Lock ``instance`` (exclusively when ``instance`` is True, else shared) and the given
+    org keys exclusively, in a fixed order. Must run inside ``transaction.atomic(using)``.
+
+    Raises :class:`ScopeBusy` when ``wait`` is False and a lock is held elsewhere.
+    """
+    connection = connections[using]
+    org_keys = sorted(set(org_keys))
+    ensure_lock_rows(
+        [INSTANCE, *org_keys],
+        exclusive=[INSTANCE, *org_keys] if instance else org_keys,
+        using=using,
+    )
+    table = connection.ops.quote_name(ScopeLock._meta.db_table)
+    key_column = connection.ops.quote_name("key")
+    vendor = connection.vendor
+    try:
+        with connection.cursor() as cursor:
+            if vendor == "sqlite":
+                # Any write takes SQLite's database-wide write lock until the transaction ends.
+                cursor.execute(
+                    f"UPDATE {table} SET {key_column} = {key_column} WHERE {key_column} = %s",  # noqa: S608 (identifiers only)
+                    [INSTANCE],
+                )
+                return
+            nowait = "" if wait else " NOWAIT"
+            if instance:
+                mode = "FOR UPDATE"
+            elif vendor == "postgresql":
+                mode = "FOR SHARE"
+            else:
+                mode = "LOCK IN SHARE MODE"
+            cursor.execute(
+                f"SELECT {key_column} FROM {table} WHERE {key_column} = %s {mode}{nowait}",  # noqa: S608
+                [INSTANCE],
+            )
+            if org_keys:
+                placeholders = ", ".join(["%s"] * len(org_keys))
+                cursor.execute(
+                    f"SELECT {key_column} FROM {table} WHERE {key_column} IN ({placeholders}) "  # noqa: S608
+                    f"ORDER BY {key_column} FOR UPDATE{nowait}",
+                    org_keys,
+                )
+    except DatabaseError as exc:
+        if not wait and _is_lock_unavailable(exc):
+            raise ScopeBusy(", ".join([INSTANCE, *org_keys])) from exc
+        raise
+
+
+def _is_lock_unavailable(exc: DatabaseError) -> bool:
+    cause = exc.__cause__ or exc
+    # PostgreSQL: SQLSTATE 55P03 lock_not_available. MariaDB/MySQL: 3572 (NOWAIT), 1205 (timeout).
+    if getattr(cause, "sqlstate", None) == "55P03":
+        return True
+    args = getattr(cause, "args", ())
+    return bool(args) and args[0] in (1205, 3572, 1213)

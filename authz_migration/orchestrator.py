@@ -1,0 +1,366 @@
+"""Plan -> guard -> atomic move -> record the run -> after commit, notify.
+
+Modelled on Django's ``MigrationExecutor``: a :class:`Move` says what to do, :func:`execute`
+applies it. Every way in (override receiver, management command, Python API) goes through
+:func:`execute`, so every move is guarded and recorded the same way.
+
+Transactions: the lock, the run row and the move share one transaction (the caller's when
+there is one, as in an override save). The move itself runs in a savepoint: an unexpected
+error rolls back every data change of the move, and the ``failed`` run, with its traceback, is
+then written in the enclosing transaction, which still holds the scope lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from . import flags, guard, moves
+from .conf import get_setting
+from .models import MigrationRun
+from .roles import org_of, parse_scope, try_org_of
+from .signals import migration_run_finished
+from .stores import Selection, read_casbin, read_legacy
+
+logger = logging.getLogger(__name__)
+
+FORWARD = MigrationRun.MigrationType.FORWARD
+ROLLBACK = MigrationRun.MigrationType.ROLLBACK
+COURSE = MigrationRun.ScopeType.COURSE
+ORG = MigrationRun.ScopeType.ORG
+INSTANCE = MigrationRun.ScopeType.INSTANCE
+
+
+@dataclass(frozen=True)
+class Move:
+    """One scope moved in one direction.
+
+    ``follow_flags``: move only rows whose course's effective flag names the target system
+    (a sync); otherwise move every selected row (a directed or forced move).
+    ``exclude_pinned``: for an org, leave courses with an enabled course override alone and
+    list them as excluded (what an org override save does).
+    """
+
+    direction: str
+    scope_type: str
+    scope_key: str = ""
+    follow_flags: bool = True
+    exclude_pinned: bool = False
+    note: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def selection(self) -> Selection:
+        if self.scope_type == INSTANCE:
+            return Selection(everything=True)
+        if self.scope_type == ORG:
+            return Selection(org=self.scope_key)
+        return Selection(courses=(self.scope_key,))
+
+    @property
+    def lock_org(self) -> str | None:
+        if self.scope_type == ORG:
+            return self.scope_key
+        if self.scope_type == COURSE:
+            return org_of(self.scope_key)
+        return None
+
+    def describe(self) -> str:
+        return f"{self.direction} {self.scope_type} {self.scope_key or '(all)'}"
+
+
+@dataclass
+class Outcome:
+    """What :func:`execute` did. ``run`` is None for dry runs."""
+
+    move: Move
+    status: str
+    metadata: dict
+    run: MigrationRun | None = None
+    cursor: int | None = None  # highest source primary key read; resume after it
+    finished: bool = True  # False when max_batches stopped before the scope was exhausted
+    casbin_added: list = field(default_factory=list, repr=False)
+    casbin_removed: list = field(default_factory=list, repr=False)
+
+    @property
+    def moved(self) -> int:
+        return self.metadata.get("counts", {}).get("moved", 0)
+
+
+class _Stats:
+    """Accumulates batch results into run metadata with capped lists."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.counts: Counter = Counter()
+        self.not_migrated: Counter = Counter()
+        self.problems: dict[str, list[dict]] = {}
+        self.problem_counts: Counter = Counter()
+        self.excluded_courses: set[str] = set()
+        self.org_wide_moved = 0
+        self.batches = 0
+        self.casbin_added: list = []
+        self.casbin_removed: list = []
+
+    def add(self, result: moves.BatchResult) -> None:
+        self.batches += 1
+        for name in ("scanned", "moved", "created", "already_present", "in_place", "excluded"):
+            self.counts[name] += getattr(result, name)
+        self.not_migrated.update(result.not_migrated)
+        for reason, rows in result.problems.items():
+            self.problem_counts[reason] += len(rows)
+            kept = self.problems.setdefault(reason, [])
+            kept.extend(rows[: max(0, self.limit - len(kept))])
+        self.excluded_courses |= result.excluded_courses
+        self.casbin_added.extend(result.casbin_added)
+        self.casbin_removed.extend(result.casbin_removed)
+
+    @property
+    def problem_total(self) -> int:
+        return sum(self.problem_counts.values())
+
+    def capped(self, items) -> dict:
+        items = sorted(items)
+        return {
+            "count": len(items),
+            "items": items[: self.limit],
+            "more": max(0, len(items) - self.limit),
+        }
+
+    def metadata(self) -> dict:
+        counts = dict(self.counts)
+        counts["not_migrated"] = sum(self.not_migrated.values())
+        counts["could_not_move"] = self.problem_total
+        return {
+            "counts": counts,
+            "not_migrated_by_role": dict(self.not_migrated),
+            "could_not_move": {
+                reason: {
+                    "count": self.problem_counts[reason],
+                    "description": moves.REASONS.get(reason, reason),
+                    "rows": rows,
+                    "more": self.problem_counts[reason] - len(rows),
+                }
+                for reason, rows in self.problems.items()
+            },
+            "excluded_courses": self.capped(self.excluded_courses),
+            "batches": self.batches,
+        }
+
+
+class _Decider:
+    """Says, under the scope lock, where each row of a move belongs.
+
+    :meth:`for_batch` is called once per batch with the batch's rows, so that an
+    instance-wide sync reads the flags of just the courses in the batch (three queries).
+    """
+
+    def __init__(self, move: Move):
+        self.move = move
+        self.target = move.direction == FORWARD
+        self.pinned: dict[str, bool] = {}
+        self.state = self.target
+        if move.scope_type == COURSE and move.follow_flags:
+            self.state = flags.is_authz_enabled(move.scope_key)
+        elif move.scope_type == ORG:
+            self.pinned = flags.pinned_courses(move.scope_key)
+            if move.follow_flags:
+                self.state = flags.org_effective_state(move.scope_key).enabled
+
+    def for_batch(self, rows: list, legacy: bool) -> moves.Decide:
+        if self.move.scope_type == INSTANCE and self.move.follow_flags:
+            return _snapshot_for(rows, legacy).state
+        if self.move.scope_type == ORG:
+            return self._org_decide
+        return lambda org, course: self.state
+
+    def _org_decide(self, org: str, course: str | None) -> bool | None:
+        if course in self.pinned:
+            if self.move.exclude_pinned:
+                return None
+            return self.pinned[course] if self.move.follow_flags else self.target
+        return self.state
+
+    def org_wide_split(self, limit: int) -> dict | None:
+        """Courses pinned to the other side of an org's state no longer see the org's
+        org-wide roles in their own system (docs/decisions/0006): name them."""
+        if self.move.scope_type != ORG:
+            return None
+        split = sorted(c for c, state in self.pinned.items() if state != self.state)
+        if not split:
+            return None
+        where = "Casbin" if self.state else "the legacy table"
+        return {
+            "count": len(split),
+            "items": split[:limit],
+            "more": max(0, len(split) - limit),
+            "note": f"these courses are pinned to the other system; the org-wide roles of "
+            f"{self.move.scope_key} live in {where} and do not apply to them there",
+        }
+
+
+def _snapshot_for(rows: list, legacy: bool) -> flags.FlagSnapshot:
+    orgs, courses = set(), set()
+    for row in rows:
+        if legacy:
+            course = row.course_id or None
+            org = try_org_of(row.course_id) if row.course_id else row.org
+        else:
+            org, course = parse_scope(row.v2) or (None, None)
+        if org:
+            orgs.add(org)
+        if course:
+            courses.add(course)
+    return flags.FlagSnapshot(orgs, courses)
+
+
+def execute(
+    move: Move,
+    *,
+    trigger: str,
+    triggered_by: Any = None,
+    dry_run: bool = False,
+    wait: bool = True,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+    after: int | None = None,
+    using: str = "default",
+    progress: Callable[[Outcome], None] | None = None,
+) -> Outcome:
+    """Apply ``move`` and record it as a :class:`MigrationRun`.
+
+    Guarantees: overlapping moves never execute at once (:mod:`authz_migration.guard`); a
+    source row is deleted only once its target row is confirmed present; an unexpected error
+    leaves role data exactly as it was and records a ``failed`` run with the traceback. With
+    ``wait=False`` a busy scope yields a ``skipped`` run instead of waiting. ``dry_run`` reads
+    and reports without writing anything, run rows included. ``max_batches`` bounds the work
+    of one call; resume with ``after=outcome.cursor``.
+    """
+    batch_size = batch_size or get_setting("BATCH_SIZE")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if dry_run:
+        return _apply(move, None, batch_size, max_batches, after, dry_run=True, progress=progress)
+
+    org_keys = [guard.org_lock_key(move.lock_org)] if move.lock_org else []
+    if not wait:
+        guard.ensure_lock_rows([guard.INSTANCE, *org_keys], using=using)
+    try:
+        with transaction.atomic(using=using):
+            guard.acquire(org_keys, instance=move.scope_type == INSTANCE, wait=wait, using=using)
+            run = MigrationRun.objects.using(using).create(
+                migration_type=move.direction,
+                scope_type=move.scope_type,
+                scope_key=move.scope_key,
+                trigger=trigger,
+                triggered_by=triggered_by,
+                status=MigrationRun.Status.RUNNING,
+            )
+            started = time.monotonic()
+            try:
+                with transaction.atomic(using=using):
+                    outcome = _apply(move, run, batch_size, max_batches, after, progress=progress)
+            except Exception as exc:
+                outcome = _record_failure(move, run, exc, started, using)
+            else:
+                outcome.metadata["duration_seconds"] = round(time.monotonic() - started, 4)
+                outcome.metadata.update(move.note)
+                run.status = outcome.status
+                run.metadata = outcome.metadata
+                run.completed_at = timezone.now()
+                run.save(using=using)
+            transaction.on_commit(lambda: _notify(outcome), using=using)
+            return outcome
+    except guard.ScopeBusy as busy:
+        return _record_skipped(move, trigger, triggered_by, str(busy), using)
+
+
+def _apply(move, run, batch_size, max_batches, after, *, dry_run=False, progress=None) -> Outcome:
+    stats = _Stats(get_setting("METADATA_LIST_LIMIT"))
+    decider = _Decider(move)
+    legacy = move.direction == FORWARD
+    selection = move.selection
+    cursor, finished = after, True
+    while True:
+        if max_batches is not None and stats.batches >= max_batches:
+            finished = False
+            break
+        if legacy:
+            rows, last = read_legacy(selection, cursor, batch_size)
+        else:
+            rows, last = read_casbin(selection, cursor, batch_size)
+        if last is None:
+            break
+        batch = moves.forward_batch if legacy else moves.rollback_batch
+        stats.add(batch(rows, decider.for_batch(rows, legacy), dry_run=dry_run))
+        cursor = last
+        if progress is not None:
+            progress(
+                Outcome(move, MigrationRun.Status.RUNNING, stats.metadata(), run, cursor, False)
+            )
+    metadata = stats.metadata()
+    metadata["dry_run"] = dry_run
+    split = decider.org_wide_split(stats.limit)
+    if split and stats.counts["scanned"]:
+        metadata["org_wide_roles_split"] = split
+        logger.warning("authz_migration: org-wide roles of %s: %s", move.scope_key, split["note"])
+    status = (
+        MigrationRun.Status.PARTIAL_SUCCESS
+        if stats.problem_total
+        else MigrationRun.Status.COMPLETED
+    )
+    return Outcome(
+        move, status, metadata, run, cursor, finished, stats.casbin_added, stats.casbin_removed
+    )
+
+
+def _record_failure(move, run, exc, started, using) -> Outcome:
+    logger.exception("authz_migration: %s failed; its changes were rolled back", move.describe())
+    metadata = {
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(limit=30),
+        "duration_seconds": round(time.monotonic() - started, 4),
+        **move.note,
+    }
+    try:
+        run.status = MigrationRun.Status.FAILED
+        run.metadata = metadata
+        run.completed_at = timezone.now()
+        run.save(using=using)
+    except DatabaseError:
+        # The transaction itself is gone (a dead connection, a deadlock victim): nothing can
+        # be recorded in it, and the caller must see the original error.
+        raise exc from None
+    return Outcome(move, MigrationRun.Status.FAILED, metadata, run)
+
+
+def _record_skipped(move, trigger, triggered_by, busy, using) -> Outcome:
+    metadata = {"reason": f"scope busy: another move holds {busy}; run it again later", **move.note}
+    run = MigrationRun.objects.using(using).create(
+        migration_type=move.direction,
+        scope_type=move.scope_type,
+        scope_key=move.scope_key,
+        trigger=trigger,
+        triggered_by=triggered_by,
+        status=MigrationRun.Status.SKIPPED,
+        completed_at=timezone.now(),
+        metadata=metadata,
+    )
+    logger.info("authz_migration: %s skipped: %s", move.describe(), metadata["reason"])
+    return Outcome(move, MigrationRun.Status.SKIPPED, metadata, run)
+
+
+def _notify(outcome: Outcome) -> None:
+    migration_run_finished.send(
+        sender=MigrationRun,
+        run=outcome.run,
+        added=outcome.casbin_added,
+        removed=outcome.casbin_removed,
+    )

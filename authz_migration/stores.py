@@ -1,0 +1,238 @@
+"""The two role stores: the legacy role table and Casbin's ``casbin_rule``.
+
+Everything here is set-based: each function is one query (or one statement per
+``bulk_create`` chunk) for a whole batch, never one per row. Deletes go through
+``_raw_delete``: a move is not a revocation, so no model delete signals are sent and no
+per-row cascade collection is done (docs/decisions/0005).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+
+from .conf import legacy_role_model
+from .roles import course_key_prefix, course_scope_key, org_scope_prefix
+
+CASBIN_PTYPE = "g"
+# Casbin scopes in the namespace this app writes; other "g" rows are not course roles.
+SCOPE_PREFIX = "course-v1^"
+
+
+def casbin_rule_model():
+    from casbin_adapter.models import CasbinRule
+
+    return CasbinRule
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rows a move reads: some courses, one org (its courses and its org-wide rows),
+    or everything."""
+
+    courses: tuple[str, ...] = ()
+    org: str | None = None
+    everything: bool = False
+
+    def describe(self) -> str:
+        if self.everything:
+            return "instance"
+        return self.org if self.org is not None else ", ".join(self.courses)
+
+
+@dataclass(frozen=True)
+class LegacyRow:
+    pk: int
+    user_id: int | None
+    org: str
+    course_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class CasbinRow:
+    pk: int
+    v0: str
+    v1: str
+    v2: str
+    extra: tuple[str, str, str] = field(default=("", "", ""))
+
+
+# --- legacy store ---------------------------------------------------------------------------
+
+
+def _legacy_filter(selection: Selection) -> Q:
+    if selection.everything:
+        return Q()
+    if selection.org is not None:
+        return Q(course_id__startswith=course_key_prefix(selection.org)) | Q(
+            course_id="", org=selection.org
+        )
+    return Q(course_id__in=list(selection.courses))
+
+
+def _legacy_matches(selection: Selection, courses: set[str], row: LegacyRow) -> bool:
+    # SQLite's LIKE and MariaDB's _ci collations ignore case; a move keeps to exact keys.
+    if selection.everything:
+        return True
+    if selection.org is not None:
+        if row.course_id:
+            return row.course_id.startswith(course_key_prefix(selection.org))
+        return row.org == selection.org
+    return row.course_id in courses
+
+
+def read_legacy(
+    selection: Selection, after: int | None, limit: int
+) -> tuple[list[LegacyRow], int | None]:
+    """Up to ``limit`` legacy rows of the selection with a primary key above ``after``, and
+    the highest primary key read, where the next batch starts."""
+    queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
+    if after is not None:
+        queryset = queryset.filter(pk__gt=after)
+    rows = list(
+        queryset.order_by("pk").values_list("pk", "user_id", "org", "course_id", "role")[:limit]
+    )
+    last = rows[-1][0] if rows else None
+    kept = [
+        LegacyRow(pk, user_id, org or "", str(course_id or ""), role)
+        for pk, user_id, org, course_id, role in rows
+    ]
+    courses = set(selection.courses)
+    return [row for row in kept if _legacy_matches(selection, courses, row)], last
+
+
+def usernames(user_ids: Iterable[int]) -> dict[int, str]:
+    """user id -> username for the users that exist (one query)."""
+    ids = {uid for uid in user_ids if uid is not None}
+    if not ids:
+        return {}
+    return dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
+
+
+def user_ids(names: Iterable[str]) -> dict[str, int]:
+    """username -> user id for the users that exist (one query)."""
+    names = set(names)
+    if not names:
+        return {}
+    return {
+        name: pk
+        for pk, name in get_user_model()
+        .objects.filter(username__in=names)
+        .values_list("pk", "username")
+    }
+
+
+LegacyKey = tuple[int, str, str, str]  # user_id, org, course_id, role
+
+
+def existing_legacy(keys: set[LegacyKey]) -> set[LegacyKey]:
+    """The subset of ``keys`` present in the legacy table (one query)."""
+    if not keys:
+        return set()
+    users = {k[0] for k in keys}
+    courses = {k[2] for k in keys}
+    roles = {k[3] for k in keys}
+    rows = (
+        legacy_role_model()
+        .objects.filter(user_id__in=users, course_id__in=courses, role__in=roles)
+        .values_list("user_id", "org", "course_id", "role")
+    )
+    found = {(uid, org or "", str(course or ""), role) for uid, org, course, role in rows}
+    return found & keys
+
+
+def insert_legacy(keys: Iterable[LegacyKey]) -> int:
+    model = legacy_role_model()
+    objs = [model(user_id=u, org=o, course_id=c, role=r) for u, o, c, r in keys]
+    model.objects.bulk_create(objs)
+    return len(objs)
+
+
+def delete_legacy(pks: list[int]) -> int:
+    if not pks:
+        return 0
+    queryset = legacy_role_model().objects.filter(pk__in=pks)
+    return queryset._raw_delete(queryset.db)
+
+
+# --- Casbin store ---------------------------------------------------------------------------
+
+
+def _casbin_filter(selection: Selection) -> Q:
+    base = Q(ptype=CASBIN_PTYPE)
+    if selection.everything:
+        return base & Q(v2__startswith=SCOPE_PREFIX)
+    if selection.org is not None:
+        return base & Q(v2__startswith=org_scope_prefix(selection.org))
+    return base & Q(v2__in=[course_scope_key(c) for c in selection.courses])
+
+
+def _casbin_matcher(selection: Selection):
+    if selection.everything:
+        return lambda v2: v2.startswith(SCOPE_PREFIX)
+    if selection.org is not None:
+        prefix = org_scope_prefix(selection.org)
+        return lambda v2: v2.startswith(prefix)
+    return {course_scope_key(c) for c in selection.courses}.__contains__
+
+
+def read_casbin(
+    selection: Selection, after: int | None, limit: int
+) -> tuple[list[CasbinRow], int | None]:
+    """Up to ``limit`` Casbin role rows of the selection above ``after``; also the highest
+    primary key read, so that the next batch starts after rows this one skipped."""
+    queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
+    if after is not None:
+        queryset = queryset.filter(pk__gt=after)
+    rows = list(
+        queryset.order_by("pk").values_list("pk", "v0", "v1", "v2", "v3", "v4", "v5")[:limit]
+    )
+    last = rows[-1][0] if rows else None
+    matches = _casbin_matcher(selection)
+    kept = [
+        CasbinRow(pk, v0, v1, v2, (v3, v4, v5))
+        for pk, v0, v1, v2, v3, v4, v5 in rows
+        if matches(v2)
+    ]
+    return kept, last
+
+
+CasbinKey = tuple[str, str, str]  # v0 (subject), v1 (role), v2 (scope)
+
+
+def existing_casbin(keys: set[CasbinKey]) -> set[CasbinKey]:
+    """The subset of ``keys`` present as Casbin role rows with empty extra columns."""
+    if not keys:
+        return set()
+    scopes = {k[2] for k in keys}
+    subjects = {k[0] for k in keys}
+    rows = (
+        casbin_rule_model()
+        .objects.filter(ptype=CASBIN_PTYPE, v2__in=scopes, v0__in=subjects, v3="", v4="", v5="")
+        .values_list("v0", "v1", "v2")
+    )
+    return set(rows) & keys
+
+
+def insert_casbin(keys: Iterable[CasbinKey]) -> int:
+    model = casbin_rule_model()
+    objs = [
+        model(ptype=CASBIN_PTYPE, v0=v0, v1=v1, v2=v2, v3="", v4="", v5="") for v0, v1, v2 in keys
+    ]
+    model.objects.bulk_create(objs)
+    return len(objs)
+
+
+def delete_casbin(pks: list[int]) -> int:
+    if not pks:
+        return 0
+    queryset = casbin_rule_model().objects.filter(pk__in=pks)
+    return queryset._raw_delete(queryset.db)
+
+
+def max_length(model, field_name: str) -> int | None:
+    return model._meta.get_field(field_name).max_length
