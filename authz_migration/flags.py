@@ -177,3 +177,69 @@ class FlagSnapshot:
         if course_key is not None and course_key in self.courses:
             return self.courses[course_key]
         return self.org_state(org)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The effective flag before and after one override row was saved, and the row that was
+    current before it (``(enabled, override_choice)``, or None) to restore on failure."""
+
+    before: EffectiveFlag
+    after: EffectiveFlag
+    previous_row: tuple[bool, str] | None
+
+    @property
+    def changed(self) -> bool:
+        return self.before.enabled != self.after.enabled
+
+    def describe(self) -> dict:
+        return {
+            "before": self.before.enabled,
+            "before_source": self.before.source,
+            "after": self.after.enabled,
+            "after_source": self.after.source,
+        }
+
+
+def _two_newest(queryset, new_pk: Any) -> tuple[bool | None, bool | None, tuple | None]:
+    """(state before, state after, previous row) of one override key, in one query: the two
+    newest rows tell both, since only ``new_pk`` differs between the two views."""
+    rows = list(
+        queryset.order_by("-change_date", "-id").values_list("pk", "enabled", "override_choice")[:2]
+    )
+    after = rows[0] if rows else None
+    previous = next((r for r in rows if r[0] != new_pk), None)
+    before_row = previous[1:] if previous else None
+    after_row = after[1:] if after else None
+    return _state_of(before_row), _state_of(after_row), before_row
+
+
+def course_transition(course_key: str, new_pk: Any) -> Transition:
+    """What saving course override row ``new_pk`` changed for its course, through the whole
+    chain (course, then org, then global). Reads committed state plus the caller's own."""
+    key = normalize_course_key(course_key)
+    rows = course_override_model().objects.filter(waffle_flag=flag_name(), course_id=key)
+    before, after, previous = _two_newest(rows, new_pk)
+    fallback = None
+    if before is None or after is None:
+        fallback = org_effective_state(org_of(key))
+    return Transition(
+        EffectiveFlag(before, COURSE_OVERRIDE) if before is not None else fallback,
+        EffectiveFlag(after, COURSE_OVERRIDE) if after is not None else fallback,
+        previous,
+    )
+
+
+def org_transition(org: str, new_pk: Any) -> Transition:
+    """What saving org override row ``new_pk`` changed for the org's unpinned courses and its
+    org-wide roles (org, then global)."""
+    rows = org_override_model().objects.filter(waffle_flag=flag_name(), org=validate_org(org))
+    before, after, previous = _two_newest(rows, new_pk)
+    fallback = None
+    if before is None or after is None:
+        fallback = EffectiveFlag(global_state(), GLOBAL_FLAG)
+    return Transition(
+        EffectiveFlag(before, ORG_OVERRIDE) if before is not None else fallback,
+        EffectiveFlag(after, ORG_OVERRIDE) if after is not None else fallback,
+        previous,
+    )

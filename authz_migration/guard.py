@@ -73,45 +73,61 @@ def acquire(
     """
     connection = connections[using]
     org_keys = sorted(set(org_keys))
-    ensure_lock_rows(
-        [INSTANCE, *org_keys],
-        exclusive=[INSTANCE, *org_keys] if instance else org_keys,
-        using=using,
-    )
-    table = connection.ops.quote_name(ScopeLock._meta.db_table)
-    key_column = connection.ops.quote_name("key")
-    vendor = connection.vendor
+    wanted = {INSTANCE, *org_keys}
+    exclusive = wanted if instance else set(org_keys)
     try:
-        with connection.cursor() as cursor:
-            if vendor == "sqlite":
-                # Any write takes SQLite's database-wide write lock until the transaction ends.
-                cursor.execute(
-                    f"UPDATE {table} SET {key_column} = {key_column} WHERE {key_column} = %s",  # noqa: S608 (identifiers only)
-                    [INSTANCE],
-                )
-                return
-            nowait = "" if wait else " NOWAIT"
-            if instance:
-                mode = "FOR UPDATE"
-            elif vendor == "postgresql":
-                mode = "FOR SHARE"
-            else:
-                mode = "LOCK IN SHARE MODE"
-            cursor.execute(
-                f"SELECT {key_column} FROM {table} WHERE {key_column} = %s {mode}{nowait}",  # noqa: S608
-                [INSTANCE],
-            )
-            if org_keys:
-                placeholders = ", ".join(["%s"] * len(org_keys))
-                cursor.execute(
-                    f"SELECT {key_column} FROM {table} WHERE {key_column} IN ({placeholders}) "  # noqa: S608
-                    f"ORDER BY {key_column} FOR UPDATE{nowait}",
-                    org_keys,
-                )
+        if connection.vendor == "sqlite":
+            ensure_lock_rows(wanted, using=using)
+            _lock_sqlite(connection)
+            return
+        # Lock rows exist almost always: try to lock first, create only what was missing.
+        if _lock_rows(connection, org_keys, instance, wait) != wanted:
+            ensure_lock_rows(wanted, exclusive=exclusive, using=using)
+            _lock_rows(connection, org_keys, instance, wait)
     except DatabaseError as exc:
         if not wait and _is_lock_unavailable(exc):
-            raise ScopeBusy(", ".join([INSTANCE, *org_keys])) from exc
+            raise ScopeBusy(", ".join(sorted(wanted))) from exc
         raise
+
+
+def _lock_sqlite(connection) -> None:
+    # Any write takes SQLite's database-wide write lock until the transaction ends.
+    table = connection.ops.quote_name(ScopeLock._meta.db_table)
+    column = connection.ops.quote_name("key")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {column} = {column} WHERE {column} = %s",  # noqa: S608 (identifiers only)
+            [INSTANCE],
+        )
+
+
+def _lock_rows(connection, org_keys: list[str], instance: bool, wait: bool) -> set[str]:
+    """Lock the rows that exist; return the keys locked."""
+    table = connection.ops.quote_name(ScopeLock._meta.db_table)
+    column = connection.ops.quote_name("key")
+    nowait = "" if wait else " NOWAIT"
+    if instance:
+        mode = "FOR UPDATE"
+    elif connection.vendor == "postgresql":
+        mode = "FOR SHARE"
+    else:
+        mode = "LOCK IN SHARE MODE"
+    locked = set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {column} FROM {table} WHERE {column} = %s {mode}{nowait}",  # noqa: S608
+            [INSTANCE],
+        )
+        locked.update(row[0] for row in cursor.fetchall())
+        if org_keys:
+            placeholders = ", ".join(["%s"] * len(org_keys))
+            cursor.execute(
+                f"SELECT {column} FROM {table} WHERE {column} IN ({placeholders}) "  # noqa: S608
+                f"ORDER BY {column} FOR UPDATE{nowait}",
+                org_keys,
+            )
+            locked.update(row[0] for row in cursor.fetchall())
+    return locked
 
 
 def _is_lock_unavailable(exc: DatabaseError) -> bool:

@@ -8,7 +8,7 @@ settings) at its own table gets no copy of ours (see docs/decisions/0002).
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.db import models, router, transaction
 from django.utils.translation import gettext_lazy as _
 
 
@@ -81,7 +81,10 @@ class FlagOverride(models.Model):
         kwargs["force_insert"] = True
         kwargs.pop("force_update", None)
         kwargs.pop("update_fields", None)
-        super().save(*args, **kwargs)
+        # One transaction for the row and its post_save receivers: the role move that follows
+        # a flag change commits or rolls back with the change itself.
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(type(self))):
+            super().save(*args, **kwargs)
 
     @property
     def forces_on(self) -> bool | None:

@@ -78,7 +78,7 @@ class Move:
 
 @dataclass
 class Outcome:
-    """What :func:`execute` did. ``run`` is None for dry runs."""
+    """What :func:`execute` did. ``run`` is None for dry runs and unrecorded empty moves."""
 
     move: Move
     status: str
@@ -88,10 +88,24 @@ class Outcome:
     finished: bool = True  # False when max_batches stopped before the scope was exhausted
     casbin_added: list = field(default_factory=list, repr=False)
     casbin_removed: list = field(default_factory=list, repr=False)
+    error: Exception | None = field(default=None, repr=False)
+
+    @property
+    def counts(self) -> dict:
+        return self.metadata.get("counts", {})
 
     @property
     def moved(self) -> int:
-        return self.metadata.get("counts", {}).get("moved", 0)
+        return self.counts.get("moved", 0)
+
+    @property
+    def did_something(self) -> bool:
+        """Whether the run is worth a record: it moved, wrote, or found rows it could not
+        move (or it failed)."""
+        counts = self.counts
+        return self.status == MigrationRun.Status.FAILED or any(
+            counts.get(name) for name in ("moved", "created", "could_not_move")
+        )
 
 
 class _Stats:
@@ -104,7 +118,6 @@ class _Stats:
         self.problems: dict[str, list[dict]] = {}
         self.problem_counts: Counter = Counter()
         self.excluded_courses: set[str] = set()
-        self.org_wide_moved = 0
         self.batches = 0
         self.casbin_added: list = []
         self.casbin_removed: list = []
@@ -166,6 +179,7 @@ class _Decider:
         self.move = move
         self.target = move.direction == FORWARD
         self.pinned: dict[str, bool] = {}
+        self.org_wide_rows = 0  # org-wide roles met in the source: only they can be split
         self.state = self.target
         if move.scope_type == COURSE and move.follow_flags:
             self.state = flags.is_authz_enabled(move.scope_key)
@@ -182,7 +196,9 @@ class _Decider:
         return lambda org, course: self.state
 
     def _org_decide(self, org: str, course: str | None) -> bool | None:
-        if course in self.pinned:
+        if course is None:
+            self.org_wide_rows += 1
+        elif course in self.pinned:
             if self.move.exclude_pinned:
                 return None
             return self.pinned[course] if self.move.follow_flags else self.target
@@ -191,7 +207,7 @@ class _Decider:
     def org_wide_split(self, limit: int) -> dict | None:
         """Courses pinned to the other side of an org's state no longer see the org's
         org-wide roles in their own system (docs/decisions/0006): name them."""
-        if self.move.scope_type != ORG:
+        if self.move.scope_type != ORG or not self.org_wide_rows:
             return None
         split = sorted(c for c, state in self.pinned.items() if state != self.state)
         if not split:
@@ -228,6 +244,8 @@ def execute(
     triggered_by: Any = None,
     dry_run: bool = False,
     wait: bool = True,
+    locked: bool = False,
+    record_empty: bool = True,
     batch_size: int | None = None,
     max_batches: int | None = None,
     after: int | None = None,
@@ -238,51 +256,67 @@ def execute(
 
     Guarantees: overlapping moves never execute at once (:mod:`authz_migration.guard`); a
     source row is deleted only once its target row is confirmed present; an unexpected error
-    leaves role data exactly as it was and records a ``failed`` run with the traceback. With
-    ``wait=False`` a busy scope yields a ``skipped`` run instead of waiting. ``dry_run`` reads
-    and reports without writing anything, run rows included. ``max_batches`` bounds the work
-    of one call; resume with ``after=outcome.cursor``.
+    leaves role data exactly as it was and records a ``failed`` run with the traceback.
+
+    - ``wait=False``: a busy scope yields a ``skipped`` run instead of waiting.
+    - ``locked=True``: the caller already holds the scope lock in its open transaction.
+    - ``record_empty=False``: a move that found nothing to move or report records no run.
+    - ``dry_run``: read and report; nothing is written, run rows included.
+    - ``max_batches`` bounds the work of one call; resume with ``after=outcome.cursor``.
+
+    The run row is written once, with its final status, in the move's transaction: a process
+    that dies mid-move leaves neither a half move nor a ``running`` row behind.
     """
     batch_size = batch_size or get_setting("BATCH_SIZE")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if dry_run:
-        return _apply(move, None, batch_size, max_batches, after, dry_run=True, progress=progress)
+        return _apply(move, batch_size, max_batches, after, dry_run=True, progress=progress)
 
     org_keys = [guard.org_lock_key(move.lock_org)] if move.lock_org else []
     if not wait:
         guard.ensure_lock_rows([guard.INSTANCE, *org_keys], using=using)
     try:
-        with transaction.atomic(using=using):
-            guard.acquire(org_keys, instance=move.scope_type == INSTANCE, wait=wait, using=using)
-            run = MigrationRun.objects.using(using).create(
-                migration_type=move.direction,
-                scope_type=move.scope_type,
-                scope_key=move.scope_key,
-                trigger=trigger,
-                triggered_by=triggered_by,
-                status=MigrationRun.Status.RUNNING,
-            )
+        # No savepoint of its own: an error outside the move (taking the lock, recording the
+        # run) must abort the caller's transaction too, e.g. the override save it serves.
+        with transaction.atomic(using=using, savepoint=False):
+            if not locked:
+                guard.acquire(
+                    org_keys, instance=move.scope_type == INSTANCE, wait=wait, using=using
+                )
             started = time.monotonic()
             try:
                 with transaction.atomic(using=using):
-                    outcome = _apply(move, run, batch_size, max_batches, after, progress=progress)
+                    outcome = _apply(move, batch_size, max_batches, after, progress=progress)
             except Exception as exc:
-                outcome = _record_failure(move, run, exc, started, using)
+                outcome = _failure(move, exc, started)
             else:
                 outcome.metadata["duration_seconds"] = round(time.monotonic() - started, 4)
-                outcome.metadata.update(move.note)
-                run.status = outcome.status
-                run.metadata = outcome.metadata
-                run.completed_at = timezone.now()
-                run.save(using=using)
-            transaction.on_commit(lambda: _notify(outcome), using=using)
+            if record_empty or outcome.did_something:
+                try:
+                    outcome.run = record(
+                        move, outcome.status, outcome.metadata, trigger, triggered_by, using
+                    )
+                except DatabaseError:
+                    if outcome.status != MigrationRun.Status.FAILED:
+                        raise
+                    # The transaction itself is gone (a dead connection, a deadlock victim):
+                    # nothing can be recorded in it; the caller must see the original error.
+                    raise outcome.error from None
+                transaction.on_commit(lambda: _notify(outcome), using=using)
             return outcome
     except guard.ScopeBusy as busy:
-        return _record_skipped(move, trigger, triggered_by, str(busy), using)
+        outcome = Outcome(
+            move,
+            MigrationRun.Status.SKIPPED,
+            {"reason": f"scope busy: another move holds {busy}; run it again later"},
+        )
+        logger.info("authz_migration: %s skipped: %s", move.describe(), outcome.metadata["reason"])
+        outcome.run = record(move, outcome.status, outcome.metadata, trigger, triggered_by, using)
+        return outcome
 
 
-def _apply(move, run, batch_size, max_batches, after, *, dry_run=False, progress=None) -> Outcome:
+def _apply(move, batch_size, max_batches, after, *, dry_run=False, progress=None) -> Outcome:
     stats = _Stats(get_setting("METADATA_LIST_LIMIT"))
     decider = _Decider(move)
     legacy = move.direction == FORWARD
@@ -292,23 +326,21 @@ def _apply(move, run, batch_size, max_batches, after, *, dry_run=False, progress
         if max_batches is not None and stats.batches >= max_batches:
             finished = False
             break
-        if legacy:
-            rows, last = read_legacy(selection, cursor, batch_size)
-        else:
-            rows, last = read_casbin(selection, cursor, batch_size)
+        read = read_legacy if legacy else read_casbin
+        rows, last, count = read(selection, cursor, batch_size)
         if last is None:
             break
         batch = moves.forward_batch if legacy else moves.rollback_batch
         stats.add(batch(rows, decider.for_batch(rows, legacy), dry_run=dry_run))
         cursor = last
         if progress is not None:
-            progress(
-                Outcome(move, MigrationRun.Status.RUNNING, stats.metadata(), run, cursor, False)
-            )
+            progress(Outcome(move, MigrationRun.Status.RUNNING, stats.metadata(), None, cursor))
+        if count < batch_size:
+            break  # a short batch is the last one: no need for an empty read to find out
     metadata = stats.metadata()
     metadata["dry_run"] = dry_run
     split = decider.org_wide_split(stats.limit)
-    if split and stats.counts["scanned"]:
+    if split:
         metadata["org_wide_roles_split"] = split
         logger.warning("authz_migration: org-wide roles of %s: %s", move.scope_key, split["note"])
     status = (
@@ -317,44 +349,41 @@ def _apply(move, run, batch_size, max_batches, after, *, dry_run=False, progress
         else MigrationRun.Status.COMPLETED
     )
     return Outcome(
-        move, status, metadata, run, cursor, finished, stats.casbin_added, stats.casbin_removed
+        move,
+        status,
+        metadata,
+        cursor=cursor,
+        finished=finished,
+        casbin_added=stats.casbin_added,
+        casbin_removed=stats.casbin_removed,
     )
 
 
-def _record_failure(move, run, exc, started, using) -> Outcome:
+def _failure(move: Move, exc: Exception, started: float) -> Outcome:
     logger.exception("authz_migration: %s failed; its changes were rolled back", move.describe())
     metadata = {
         "error": f"{type(exc).__name__}: {exc}",
         "traceback": traceback.format_exc(limit=30),
         "duration_seconds": round(time.monotonic() - started, 4),
-        **move.note,
     }
-    try:
-        run.status = MigrationRun.Status.FAILED
-        run.metadata = metadata
-        run.completed_at = timezone.now()
-        run.save(using=using)
-    except DatabaseError:
-        # The transaction itself is gone (a dead connection, a deadlock victim): nothing can
-        # be recorded in it, and the caller must see the original error.
-        raise exc from None
-    return Outcome(move, MigrationRun.Status.FAILED, metadata, run)
+    return Outcome(move, MigrationRun.Status.FAILED, metadata, error=exc)
 
 
-def _record_skipped(move, trigger, triggered_by, busy, using) -> Outcome:
-    metadata = {"reason": f"scope busy: another move holds {busy}; run it again later", **move.note}
-    run = MigrationRun.objects.using(using).create(
+def record(
+    move: Move, status: str, metadata: dict, trigger: str, triggered_by=None, using="default"
+) -> MigrationRun:
+    """Write the run row of ``move`` with its final status."""
+    metadata.update(move.note)
+    return MigrationRun.objects.using(using).create(
         migration_type=move.direction,
         scope_type=move.scope_type,
         scope_key=move.scope_key,
         trigger=trigger,
         triggered_by=triggered_by,
-        status=MigrationRun.Status.SKIPPED,
+        status=status,
         completed_at=timezone.now(),
         metadata=metadata,
     )
-    logger.info("authz_migration: %s skipped: %s", move.describe(), metadata["reason"])
-    return Outcome(move, MigrationRun.Status.SKIPPED, metadata, run)
 
 
 def _notify(outcome: Outcome) -> None:

@@ -87,9 +87,9 @@ def _legacy_matches(selection: Selection, courses: set[str], row: LegacyRow) -> 
 
 def read_legacy(
     selection: Selection, after: int | None, limit: int
-) -> tuple[list[LegacyRow], int | None]:
-    """Up to ``limit`` legacy rows of the selection with a primary key above ``after``, and
-    the highest primary key read, where the next batch starts."""
+) -> tuple[list[LegacyRow], int | None, int]:
+    """Up to ``limit`` legacy rows of the selection with a primary key above ``after``; also
+    the highest primary key read (where the next batch starts) and how many rows were read."""
     queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
     if after is not None:
         queryset = queryset.filter(pk__gt=after)
@@ -102,7 +102,7 @@ def read_legacy(
         for pk, user_id, org, course_id, role in rows
     ]
     courses = set(selection.courses)
-    return [row for row in kept if _legacy_matches(selection, courses, row)], last
+    return [row for row in kept if _legacy_matches(selection, courses, row)], last, len(rows)
 
 
 def usernames(user_ids: Iterable[int]) -> dict[int, str]:
@@ -182,9 +182,9 @@ def _casbin_matcher(selection: Selection):
 
 def read_casbin(
     selection: Selection, after: int | None, limit: int
-) -> tuple[list[CasbinRow], int | None]:
+) -> tuple[list[CasbinRow], int | None, int]:
     """Up to ``limit`` Casbin role rows of the selection above ``after``; also the highest
-    primary key read, so that the next batch starts after rows this one skipped."""
+    primary key read (where the next batch starts) and how many rows were read."""
     queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
     if after is not None:
         queryset = queryset.filter(pk__gt=after)
@@ -198,7 +198,7 @@ def read_casbin(
         for pk, v0, v1, v2, v3, v4, v5 in rows
         if matches(v2)
     ]
-    return kept, last
+    return kept, last, len(rows)
 
 
 CasbinKey = tuple[str, str, str]  # v0 (subject), v1 (role), v2 (scope)

@@ -1,0 +1,223 @@
+"""Moves that follow override saves, when ``AUTHZ_MIGRATION_AUTOMATIC`` is on.
+
+The receiver runs in the transaction that saves the override. It takes the org's lock first,
+then decides from the committed state it sees (plus its own row) whether the effective flag
+changed, and moves exactly the affected rows. Saves touching one org are thereby serialized,
+and the last to commit has seen all the others: once every concurrent save has committed, every
+course's roles are where its flag points (docs/decisions/0007).
+
+If the move fails, its data changes are rolled back, the ``failed`` run is recorded, and a
+compensating override row restores the previous state, all in the save's transaction: the
+flag change never takes effect and the admin save does not crash (docs/decisions/0008).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from . import flags, guard
+from .conf import get_setting, legacy_role_model
+from .models import MigrationRun
+from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Outcome, execute, record
+from .roles import (
+    InvalidCourseKey,
+    InvalidOrg,
+    normalize_course_key,
+    org_of,
+    role_map,
+    validate_org,
+)
+from .stores import CASBIN_PTYPE, SCOPE_PREFIX, casbin_rule_model
+
+logger = logging.getLogger(__name__)
+
+# Set while this module saves a compensating override, so that save moves nothing itself.
+_compensating: ContextVar[bool] = ContextVar("authz_migration_compensating", default=False)
+
+# Attribute set on a saved override instance: what its save did (read by the admin).
+RESULT_ATTRIBUTE = "_authz_migration_result"
+
+
+@dataclass
+class SaveResult:
+    """What an override save did to role data: ``outcome`` is None when nothing had to move."""
+
+    transition: flags.Transition | None
+    outcome: Outcome | None = None
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is not None and self.outcome.status == MigrationRun.Status.FAILED
+
+
+def _active(instance: Any) -> bool:
+    return (
+        get_setting("AUTOMATIC")
+        and not _compensating.get()
+        and instance.waffle_flag == flags.flag_name()
+    )
+
+
+def _user(instance: Any):
+    return getattr(instance, "changed_by", None)
+
+
+def course_override_saved(instance: Any, created: bool) -> SaveResult | None:
+    """Move the course's roles if saving ``instance`` changed its effective flag."""
+    if not created or not _active(instance):
+        return None
+    try:
+        course = normalize_course_key(instance.course_id)
+    except InvalidCourseKey as exc:
+        logger.warning("authz_migration: override %s not followed: %s", instance.pk, exc)
+        return _remember(instance, SaveResult(None, reason=str(exc)))
+    with transaction.atomic(savepoint=False):
+        guard.acquire([guard.org_lock_key(org_of(course))])
+        transition = flags.course_transition(course, instance.pk)
+        if not transition.changed:
+            return _remember(instance, _unchanged(transition))
+        move = Move(
+            _direction(transition), COURSE, course, follow_flags=False, note=_note(transition)
+        )
+        return _finish(instance, transition, move)
+
+
+def org_override_saved(instance: Any, created: bool) -> SaveResult | None:
+    """Move the org's roles (minus courses pinned by their own override) if saving
+    ``instance`` changed the org's effective flag."""
+    if not created or not _active(instance):
+        return None
+    try:
+        org = validate_org(instance.org)
+    except InvalidOrg as exc:
+        logger.warning("authz_migration: override %s not followed: %s", instance.pk, exc)
+        return _remember(instance, SaveResult(None, reason=str(exc)))
+    with transaction.atomic(savepoint=False):
+        guard.acquire([guard.org_lock_key(org)])
+        transition = flags.org_transition(org, instance.pk)
+        if not transition.changed:
+            return _remember(instance, _unchanged(transition))
+        move = Move(
+            _direction(transition),
+            ORG,
+            org,
+            follow_flags=False,
+            exclude_pinned=True,
+            note=_note(transition),
+        )
+        return _finish(instance, transition, move)
+
+
+def _direction(transition: flags.Transition) -> str:
+    return FORWARD if transition.after.enabled else ROLLBACK
+
+
+def _note(transition: flags.Transition) -> dict:
+    return {"flag": transition.describe()}
+
+
+def _unchanged(transition: flags.Transition) -> SaveResult:
+    where = "Casbin" if transition.after.enabled else "the legacy table"
+    return SaveResult(
+        transition,
+        reason=f"the effective flag did not change (still {where}, from the "
+        f"{transition.after.source}); nothing needed to move",
+    )
+
+
+def _finish(instance: Any, transition: flags.Transition, move: Move) -> SaveResult:
+    outcome = execute(
+        move, trigger=MigrationRun.Trigger.SIGNAL, triggered_by=_user(instance), locked=True
+    )
+    result = SaveResult(transition, outcome)
+    if result.failed:
+        _compensate(instance, transition, outcome)
+    return _remember(instance, result)
+
+
+def _compensate(instance: Any, transition: flags.Transition, outcome: Outcome) -> None:
+    """Insert an override row equal to the one that was current before ``instance``."""
+    enabled, choice = transition.previous_row or (False, instance.override_choice)
+    restore = type(instance)()
+    for field in instance._meta.concrete_fields:
+        if field.primary_key or field.name in ("change_date",):
+            continue
+        setattr(restore, field.attname, getattr(instance, field.attname))
+    restore.enabled = enabled
+    restore.override_choice = choice
+    restore.note = (
+        f"Restored by authz_migration: moving roles for override #{instance.pk} failed "
+        f"(run #{outcome.run.pk}); the flag change was not applied."
+    )
+    with _suppressed():
+        restore.save()
+    logger.error(
+        "authz_migration: override #%s reverted by #%s because run #%s failed",
+        instance.pk,
+        restore.pk,
+        outcome.run.pk,
+    )
+
+
+@contextmanager
+def _suppressed():
+    token = _compensating.set(True)
+    try:
+        yield
+    finally:
+        _compensating.reset(token)
+
+
+def _remember(instance: Any, result: SaveResult) -> SaveResult:
+    setattr(instance, RESULT_ATTRIBUTE, result)
+    return result
+
+
+# --- global flag ----------------------------------------------------------------------------
+
+
+def global_flag_saving(instance: Any) -> None:
+    """pre_save of the waffle Flag: remember the state being replaced."""
+    if instance.name != flags.flag_name():
+        return
+    instance._authz_migration_before = flags.global_state()
+
+
+def global_flag_saved(instance: Any) -> MigrationRun | None:
+    """post_save of the waffle Flag: never move data (that could be an instance-wide move
+    inside one admin request), but tell the operator when roles now sit in the wrong
+    system, in the log and as a ``skipped`` instance run."""
+    before = getattr(instance, "_authz_migration_before", None)
+    if before is None or not get_setting("AUTOMATIC"):
+        return None
+    after = instance.everyone is True
+    if before == after or not _rows_left_behind(after):
+        return None
+    move = Move(FORWARD if after else ROLLBACK, INSTANCE)
+    message = (
+        f"the global flag {instance.name} is now {'on' if after else 'off'} and roles still "
+        f"sit in {'the legacy table' if after else 'Casbin'}; run `authz_migrate sync --all`"
+    )
+    logger.warning("authz_migration: %s", message)
+    return record(
+        move,
+        MigrationRun.Status.SKIPPED,
+        {"reason": message, "action": "authz_migrate sync --all"},
+        trigger=MigrationRun.Trigger.SIGNAL,
+        triggered_by=None,
+    )
+
+
+def _rows_left_behind(authz_enabled: bool) -> bool:
+    if authz_enabled:
+        return legacy_role_model().objects.filter(role__in=list(role_map())).exists()
+    return (
+        casbin_rule_model().objects.filter(ptype=CASBIN_PTYPE, v2__startswith=SCOPE_PREFIX).exists()
+    )
