@@ -38,7 +38,7 @@ def check_models(app_configs=None, **kwargs):
         label = get_setting(name)
         try:
             model = apps.get_model(label)
-        except (LookupError, ValueError):
+        except (LookupError, ValueError, AttributeError, TypeError):
             errors.append(
                 checks.Error(
                     f"{PREFIX}{name} refers to {label!r}, which is not an installed model.",
@@ -47,7 +47,7 @@ def check_models(app_configs=None, **kwargs):
                 )
             )
             continue
-        present = {f.name for f in model._meta.get_fields()}
+        present = {f.name for f in model._meta.fields}  # own columns, not reverse relations
         missing = [f for f in fields if f not in present]
         if missing:
             errors.append(

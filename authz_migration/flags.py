@@ -41,38 +41,40 @@ def _state_of(row: tuple[bool, str] | None) -> bool | None:
     return row[1] == OverrideChoice.ON
 
 
-def _newest(queryset, exclude_pk: Any = None) -> tuple[bool, str] | None:
+def _newest(queryset, key_field: str, key: str, exclude_pk: Any = None):
+    """(enabled, override_choice) of the newest row whose key equals ``key`` exactly.
+
+    Keys are compared exactly, as the moves compare them: MariaDB's _ci collations would
+    otherwise let an override for ``orga`` apply to ``OrgA`` (docs/decisions/0006)."""
     if exclude_pk is not None:
         queryset = queryset.exclude(pk=exclude_pk)
-    return (
-        queryset.order_by("-change_date", "-id").values_list("enabled", "override_choice").first()
+    rows = queryset.order_by("-change_date", "-id").values_list(
+        key_field, "enabled", "override_choice"
     )
+    return next(((enabled, choice) for k, enabled, choice in rows if str(k) == key), None)
 
 
 def global_state() -> bool:
     """The global flag: on only when the waffle ``Flag`` exists with ``everyone=True``."""
     from waffle import get_waffle_flag_model
 
-    everyone = (
-        get_waffle_flag_model()
-        .objects.filter(name=flag_name())
-        .values_list("everyone", flat=True)
-        .first()
-    )
-    return everyone is True
+    name = flag_name()
+    rows = get_waffle_flag_model().objects.filter(name=name).values_list("name", "everyone")
+    return any(flag == name and everyone is True for flag, everyone in rows)
 
 
 def course_override_state(course_key: Any, *, exclude_pk: Any = None) -> bool | None:
     """The course's own override: True/False when forced on/off, None when unset."""
     key = normalize_course_key(course_key)
     rows = course_override_model().objects.filter(waffle_flag=flag_name(), course_id=key)
-    return _state_of(_newest(rows, exclude_pk))
+    return _state_of(_newest(rows, "course_id", key, exclude_pk))
 
 
 def org_override_state(org: str, *, exclude_pk: Any = None) -> bool | None:
     """The org's override: True/False when forced on/off, None when unset."""
-    rows = org_override_model().objects.filter(waffle_flag=flag_name(), org=validate_org(org))
-    return _state_of(_newest(rows, exclude_pk))
+    org = validate_org(org)
+    rows = org_override_model().objects.filter(waffle_flag=flag_name(), org=org)
+    return _state_of(_newest(rows, "org", org, exclude_pk))
 
 
 def org_effective_state(org: str, *, exclude_pk: Any = None) -> EffectiveFlag:
@@ -201,12 +203,16 @@ class Transition:
         }
 
 
-def _two_newest(queryset, new_pk: Any) -> tuple[bool | None, bool | None, tuple | None]:
+def _two_newest(
+    queryset, key_field: str, key: str, new_pk: Any
+) -> tuple[bool | None, bool | None, tuple | None]:
     """(state before, state after, previous row) of one override key, in one query: the two
-    newest rows tell both, since only ``new_pk`` differs between the two views."""
-    rows = list(
-        queryset.order_by("-change_date", "-id").values_list("pk", "enabled", "override_choice")[:2]
-    )
+    newest rows tell both, since only ``new_pk`` differs between the two views. Rows whose
+    key differs in letter case only (MariaDB _ci collations) are skipped."""
+    recent = queryset.order_by("-change_date", "-id").values_list(
+        "pk", key_field, "enabled", "override_choice"
+    )[:8]
+    rows = [(pk, enabled, choice) for pk, k, enabled, choice in recent if str(k) == key][:2]
     after = rows[0] if rows else None
     previous = next((r for r in rows if r[0] != new_pk), None)
     before_row = previous[1:] if previous else None
@@ -219,7 +225,7 @@ def course_transition(course_key: str, new_pk: Any) -> Transition:
     chain (course, then org, then global). Reads committed state plus the caller's own."""
     key = normalize_course_key(course_key)
     rows = course_override_model().objects.filter(waffle_flag=flag_name(), course_id=key)
-    before, after, previous = _two_newest(rows, new_pk)
+    before, after, previous = _two_newest(rows, "course_id", key, new_pk)
     fallback = None
     if before is None or after is None:
         fallback = org_effective_state(org_of(key))
@@ -233,8 +239,9 @@ def course_transition(course_key: str, new_pk: Any) -> Transition:
 def org_transition(org: str, new_pk: Any) -> Transition:
     """What saving org override row ``new_pk`` changed for the org's unpinned courses and its
     org-wide roles (org, then global)."""
-    rows = org_override_model().objects.filter(waffle_flag=flag_name(), org=validate_org(org))
-    before, after, previous = _two_newest(rows, new_pk)
+    org = validate_org(org)
+    rows = org_override_model().objects.filter(waffle_flag=flag_name(), org=org)
+    before, after, previous = _two_newest(rows, "org", org, new_pk)
     fallback = None
     if before is None or after is None:
         fallback = EffectiveFlag(global_state(), GLOBAL_FLAG)

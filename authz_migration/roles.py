@@ -20,8 +20,8 @@ COURSE_KEY_PREFIX = "course-v1:"
 # The characters edx-opaque-keys allows in each part of a course key. Anything else would make
 # a key that openedx-authz cannot parse, so such keys are refused here rather than written.
 _ID_PART = r"[\w\-~.:]+"
-_COURSE_KEY_RE = re.compile(rf"^course-v1:(?P<org>{_ID_PART})\+({_ID_PART})\+({_ID_PART})$")
-_ORG_RE = re.compile(rf"^{_ID_PART}$")
+_COURSE_KEY_RE = re.compile(rf"course-v1:(?P<org>{_ID_PART})\+({_ID_PART})\+({_ID_PART})")
+_ORG_RE = re.compile(_ID_PART)
 
 
 class InvalidCourseKey(ValueError):
@@ -38,26 +38,28 @@ def normalize_course_key(course_key: Any) -> str:
     Raises :class:`InvalidCourseKey` with the offending value when it is not a course key.
     """
     text = str(course_key) if course_key is not None else ""
-    if not _COURSE_KEY_RE.match(text):
-        raise InvalidCourseKey(f"{text!r} is not a course key of the form course-v1:ORG+COURSE+RUN")
+    if not _COURSE_KEY_RE.fullmatch(text):
+        raise InvalidCourseKey(
+            f"{course_key!r} is not a course key of the form course-v1:ORG+COURSE+RUN"
+        )
     return text
 
 
 def org_of(course_key: Any) -> str:
     """The org of a course key (``course-v1:ORG+COURSE+RUN`` -> ``ORG``)."""
-    match = _COURSE_KEY_RE.match(normalize_course_key(course_key))
+    match = _COURSE_KEY_RE.fullmatch(normalize_course_key(course_key))
     return match.group("org")
 
 
 def try_org_of(course_key: str) -> str | None:
-    match = _COURSE_KEY_RE.match(course_key or "")
+    match = _COURSE_KEY_RE.fullmatch(course_key or "")
     return match.group("org") if match else None
 
 
 def validate_org(org: Any) -> str:
     text = str(org) if org is not None else ""
-    if not _ORG_RE.match(text):
-        raise InvalidOrg(f"{text!r} is not a valid org name")
+    if not _ORG_RE.fullmatch(text):
+        raise InvalidOrg(f"{org!r} is not a valid org name")
     return text
 
 
@@ -119,6 +121,6 @@ def parse_scope(scope: str) -> tuple[str, str | None] | None:
         return None
     if key.endswith("+*"):
         org = key[len(COURSE_KEY_PREFIX) : -2] if key.startswith(COURSE_KEY_PREFIX) else ""
-        return (org, None) if _ORG_RE.match(org) else None
+        return (org, None) if _ORG_RE.fullmatch(org) else None
     org = try_org_of(key)
     return (org, key) if org else None

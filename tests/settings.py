@@ -21,6 +21,8 @@ if DB == "postgres":
             "PASSWORD": os.environ.get("AUTHZ_TEST_PG_PASSWORD", ""),
             "HOST": os.environ.get("AUTHZ_TEST_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("AUTHZ_TEST_PG_PORT", "5432"),
+            # One test database per process: parallel runs against one server don't collide.
+            "TEST": {"NAME": f"test_authz_migration_{os.getpid()}"},
         }
     }
 elif DB == "mariadb":
@@ -33,7 +35,11 @@ elif DB == "mariadb":
             "HOST": os.environ.get("AUTHZ_TEST_MYSQL_HOST", "127.0.0.1"),
             "PORT": os.environ.get("AUTHZ_TEST_MYSQL_PORT", "3306"),
             "OPTIONS": {"charset": "utf8mb4"},
-            "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+            "TEST": {
+                "NAME": f"test_authz_migration_{os.getpid()}",
+                "CHARSET": "utf8mb4",
+                "COLLATION": "utf8mb4_unicode_ci",
+            },
         }
     }
 elif DB == "sqlite":
