@@ -5,10 +5,11 @@ is guarded and recorded as a :class:`~authz_migration.models.MigrationRun`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import flags, verify
+from . import flags, stores, verify
 from .models import MigrationRun
 from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Outcome, execute
 from .roles import normalize_course_key, validate_org
@@ -20,6 +21,9 @@ __all__ = [
     "is_authz_enabled",
     "migrate_course",
     "migrate_org",
+    "plan",
+    "run_in_batches",
+    "source_rows",
     "sync_course",
     "sync_instance",
     "sync_org",
@@ -41,7 +45,8 @@ class FlagContradiction(Exception):
         system = "Casbin" if direction == FORWARD else "the legacy table"
         super().__init__(
             f"{direction} would move roles of {names}{more} into {system}, against their "
-            "effective flag (their permission checks would fail); use force to do it anyway"
+            "effective flag (their permission checks would fail); --force (force=True) moves "
+            "them anyway"
         )
 
 
@@ -70,27 +75,80 @@ def sync_org(org: str, *, trigger: str = API, user: Any = None, **options) -> li
     return [execute(move, trigger=trigger, triggered_by=user, **options) for move in moves]
 
 
-def sync_instance(
+def plan(
+    action: str,
+    *,
+    courses: list[str] | tuple[str, ...] = (),
+    orgs: list[str] | tuple[str, ...] = (),
+    everything: bool = False,
+    force: bool = False,
+) -> list[Move]:
+    """The moves that ``action`` ("sync", "forward" or "rollback") needs for the selection.
+
+    Raises :class:`FlagContradiction` when a directed move would carry roles against their
+    course's flag and ``force`` is not set; invalid keys raise ``InvalidCourseKey`` /
+    ``InvalidOrg`` before anything moves.
+    """
+    courses = [normalize_course_key(c) for c in courses]
+    orgs = [validate_org(o) for o in orgs]
+    if action == "sync":
+        if everything:
+            return [Move(FORWARD, INSTANCE), Move(ROLLBACK, INSTANCE)]
+        moves = [Move(_direction(flags.is_authz_enabled(c)), COURSE, c) for c in courses]
+        for org in orgs:
+            org_state = flags.org_effective_state(org).enabled
+            moves.append(Move(_direction(org_state), ORG, org))
+            if any(state != org_state for state in flags.pinned_courses(org).values()):
+                moves.append(Move(_direction(not org_state), ORG, org))
+        return moves
+    if action not in ("forward", "rollback"):
+        raise ValueError(f"unknown action {action!r}")
+    forward = action == "forward"
+    if not force:
+        selections = (
+            [Selection(everything=True)]
+            if everything
+            else ([Selection(courses=tuple(courses))] if courses else [])
+            + [Selection(org=org) for org in orgs]
+        )
+        clashes = [p for sel in selections for p in verify.scan(sel).contradictions(forward)]
+        if clashes:
+            raise FlagContradiction(_direction(forward), clashes)
+    if everything:
+        return [Move(_direction(forward), INSTANCE, follow_flags=False)]
+    return [Move(_direction(forward), COURSE, c, follow_flags=False) for c in courses] + [
+        Move(_direction(forward), ORG, o, follow_flags=False) for o in orgs
+    ]
+
+
+def run_in_batches(
+    moves: list[Move],
     *,
     trigger: str = API,
     user: Any = None,
     batch_size: int | None = None,
     dry_run: bool = False,
     wait: bool = False,
+    pause: float = 0.0,
     should_stop: Callable[[], bool] = lambda: False,
-    start: dict | None = None,
 ) -> Iterator[Outcome]:
-    """Move every role of the instance to the system its course's flag names, one batch per
-    transaction (and per recorded run), forward over the legacy table, then back over Casbin.
+    """Run ``moves`` one batch per transaction (and per recorded run), yielding each batch's
+    outcome. Batches with nothing to do record no run. ``pause`` seconds pass between
+    batches (throttling); ``should_stop`` is asked before each batch (Ctrl-C).
 
-    Yields each batch's outcome; batches with nothing to do record no run. ``should_stop`` is
-    asked between batches (Ctrl-C). Each batch re-reads the flags under its lock, so
-    stopping, crashing or re-running at any point loses and duplicates nothing.
+    Each batch takes its lock and re-reads the flags, so stopping, crashing or re-running at
+    any point loses and duplicates nothing: a re-run simply finds less to do. A move whose
+    batch is skipped (scope busy) or fails is abandoned; the others go on.
     """
-    for forward in (True, False):
-        move = Move(_direction(forward), INSTANCE)
-        cursor = (start or {}).get(move.direction)
-        while not should_stop():
+    first = True
+    for move in moves:
+        cursor = None
+        while True:
+            if should_stop():
+                return
+            if not first and pause:
+                time.sleep(pause)
+            first = False
             outcome = execute(
                 move,
                 trigger=trigger,
@@ -104,10 +162,21 @@ def sync_instance(
             )
             yield outcome
             if outcome.status in (MigrationRun.Status.SKIPPED, MigrationRun.Status.FAILED):
-                return
+                break
             if outcome.finished:
                 break
             cursor = outcome.cursor
+
+
+def sync_instance(**options) -> Iterator[Outcome]:
+    """Move every role of the instance to the system its course's flag names, in batches:
+    forward over the legacy table, then back over Casbin (see :func:`run_in_batches`)."""
+    return run_in_batches(plan("sync", everything=True), **options)
+
+
+def source_rows(moves: list[Move]) -> int:
+    """How many rows the moves will read (one COUNT per move), for progress and ETA."""
+    return sum(stores.count_source(m.selection, m.direction == FORWARD) for m in moves)
 
 
 def _directed(scope_type, key, selection, forward, force, trigger, user, options) -> Outcome:

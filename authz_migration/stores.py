@@ -236,3 +236,10 @@ def delete_casbin(pks: list[int]) -> int:
 
 def max_length(model, field_name: str) -> int | None:
     return model._meta.get_field(field_name).max_length
+
+
+def count_source(selection: Selection, legacy: bool) -> int:
+    """Rows a move of ``selection`` will read from its source store (one query)."""
+    if legacy:
+        return legacy_role_model().objects.filter(_legacy_filter(selection)).count()
+    return casbin_rule_model().objects.filter(_casbin_filter(selection)).count()
