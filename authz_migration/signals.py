@@ -45,6 +45,9 @@ def connect_receivers() -> None:
     """Connect the receivers; touches no database."""
     from waffle import get_waffle_flag_model
 
+    from .enforcer import follow_moves
+
+    migration_run_finished.connect(follow_moves, dispatch_uid="authz_mig_enforcer")
     course_model = get_setting("COURSE_OVERRIDE_MODEL")
     org_model = get_setting("ORG_OVERRIDE_MODEL")
     post_save.connect(course_override_saved, sender=course_model, dispatch_uid="authz_mig_course")

@@ -1,0 +1,77 @@
+"""Keeps Casbin enforcers in step with moves, after they commit.
+
+- The in-process enforcer of casbin_adapter learns exactly the rows a move added and removed
+  (policy and role links updated incrementally): the cost follows the rows moved, never the
+  size of ``casbin_rule``. An enforcer that has not loaded yet is left alone: it will load
+  the committed rows when first used.
+- Other processes are told through the enforcer's watcher, when the host configured one
+  (``CASBIN_WATCHER``; see README, "Other processes"). Their enforcers then reload.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from casbin.model.policy_op import PolicyOp
+
+logger = logging.getLogger(__name__)
+
+SECTION = PTYPE = "g"
+
+
+def _loaded_enforcer():
+    try:
+        from casbin_adapter.enforcer import enforcer
+    except ImportError:  # casbin_adapter not installed: system check E003 says so
+        return None
+    # Asking anything else of the proxy would load it (a full policy read) as a side effect.
+    return enforcer if enforcer._initialized else None
+
+
+def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
+    """Receiver of ``migration_run_finished``: apply a committed move to the enforcer."""
+    if not (added or removed):
+        return
+    enforcer = _loaded_enforcer()
+    if enforcer is None:
+        return
+    added = [list(rule) for rule in added]
+    removed = [list(rule) for rule in removed]
+    model = enforcer.model
+    role_manager = enforcer.rm_map.get(PTYPE) if enforcer.rm_map else None
+    if added:
+        fresh = [rule for rule in added if not model.has_policy(SECTION, PTYPE, rule)]
+        for rule in fresh:
+            model.add_policy(SECTION, PTYPE, rule)
+        if role_manager is not None and fresh:
+            model.build_incremental_role_links(
+                role_manager, PolicyOp.Policy_add, SECTION, PTYPE, fresh
+            )
+    if removed:
+        present = [rule for rule in removed if model.has_policy(SECTION, PTYPE, rule)]
+        for rule in present:
+            model.remove_policy(SECTION, PTYPE, rule)
+        if role_manager is not None and present:
+            model.build_incremental_role_links(
+                role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
+            )
+    _notify_watcher(enforcer, added, removed)
+
+
+def _notify_watcher(enforcer, added, removed) -> None:
+    watcher = getattr(enforcer, "watcher", None)
+    if watcher is None:
+        return
+    try:
+        if added and callable(getattr(watcher, "update_for_add_policies", None)):
+            watcher.update_for_add_policies(SECTION, PTYPE, *added)
+            added = []
+        if removed and callable(getattr(watcher, "update_for_remove_policies", None)):
+            watcher.update_for_remove_policies(SECTION, PTYPE, *removed)
+            removed = []
+        if added or removed:
+            watcher.update()
+    except Exception:
+        # The move has committed; a watcher outage must not turn it into an error. Other
+        # processes catch up at their next policy load; the operator sees this in the log.
+        logger.exception("authz_migration: could not notify the Casbin watcher")
