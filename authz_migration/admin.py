@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.serializers.json import DjangoJSONEncoder
+from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext as _
 
+from .automatic import RESULT_ATTRIBUTE
+from .conf import get_setting
+from .flags import flag_name
 from .models import CourseAccessRole, CourseFlagOverride, MigrationRun, OrgFlagOverride
+from .orchestrator import FORWARD
 
 
 class CourseAccessRoleAdmin(admin.ModelAdmin):
@@ -28,19 +33,85 @@ class CourseAccessRoleAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
 
 
-class FlagOverrideAdmin(admin.ModelAdmin):
-    """Shared by both override admins.
+class MigrationFeedbackMixin:
+    """Tells the person who saved an override what that did to role data: what moved, with a
+    link to the run; why nothing moved; or that the move failed and the change was undone.
 
-    Every save inserts a new history row (the model sees to that), so the list is the history,
-    newest first; the admin only records who made the change.
+    A host registers it on its own override admin (e.g. Open edX's waffle_utils admins):
+    ``class MyOverrideAdmin(MigrationFeedbackMixin, ConfigurationModelAdmin): ...``.
     """
-
-    list_filter = ("enabled", "override_choice", "waffle_flag")
 
     def save_model(self, request, obj, form, change):
         # changed_by is not a form field: the author of a row is whoever saved it.
         obj.changed_by = request.user
         super().save_model(request, obj, form, change)
+        self.report_migration(request, obj)
+
+    def report_migration(self, request, obj) -> None:
+        result = getattr(obj, RESULT_ATTRIBUTE, None)
+        if result is None:
+            if obj.waffle_flag == flag_name() and not get_setting("AUTOMATIC"):
+                messages.warning(
+                    request,
+                    _(
+                        "Automatic moves are off (AUTHZ_MIGRATION_AUTOMATIC): no roles moved. "
+                        "Run `authz_migrate sync` for this scope."
+                    ),
+                )
+            return
+        if result.outcome is None:
+            messages.warning(request, _("No roles moved: %(reason)s.") % {"reason": result.reason})
+            return
+        outcome, run = result.outcome, result.outcome.run
+        link = format_html(
+            '<a href="{}">run #{}</a>',
+            reverse("admin:authz_migration_migrationrun_change", args=[run.pk]),
+            run.pk,
+        )
+        if result.failed:
+            messages.error(
+                request,
+                format_html(
+                    "Moving the roles failed, so this change was undone and the flag is as it "
+                    "was (see {}): {}",
+                    link,
+                    outcome.metadata.get("error", ""),
+                ),
+            )
+            return
+        counts = outcome.counts
+        direction = "to Casbin" if outcome.move.direction == FORWARD else "to the legacy table"
+        level = (
+            messages.SUCCESS
+            if outcome.status == MigrationRun.Status.COMPLETED
+            else messages.WARNING
+        )
+        messages.add_message(
+            request,
+            level,
+            format_html(
+                "Moved {} role(s) of {} {} {} ({}); not migrated: {}, could not move: {}, "
+                "excluded courses: {}.",
+                counts.get("moved", 0),
+                run.scope_type,
+                run.scope_key,
+                direction,
+                link,
+                counts.get("not_migrated", 0),
+                counts.get("could_not_move", 0),
+                outcome.metadata.get("excluded_courses", {}).get("count", 0),
+            ),
+        )
+
+
+class FlagOverrideAdmin(MigrationFeedbackMixin, admin.ModelAdmin):
+    """Shared by both override admins.
+
+    Every save inserts a new history row (the model sees to that), so the list is the history,
+    newest first.
+    """
+
+    list_filter = ("enabled", "override_choice", "waffle_flag")
 
 
 class CourseFlagOverrideAdmin(FlagOverrideAdmin):
@@ -99,7 +170,7 @@ class MigrationRunAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description=_("metadata"))
+    @admin.display(description="metadata")
     def metadata_json(self, obj):
         # Counts, unmoved rows by reason and tracebacks are read far more easily indented.
         text = json.dumps(
