@@ -1,0 +1,1 @@
+"""The demo app: only the ``demo`` management command, which plays a migration scenario."""

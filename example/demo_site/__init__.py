@@ -1,0 +1,1 @@
+"""A tiny host project that installs authz_migration, as an Open edX site would."""
