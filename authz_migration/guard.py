@@ -31,14 +31,14 @@ def org_lock_key(org: str) -> str:
     return f"org:{org}"
 
 
-def ensure_lock_rows(keys: Iterable[str], exclusive: Iterable[str] = (), using="default") -> None:
-    """Create missing lock rows. Outside a transaction this commits at once, so that a later
-    NOWAIT attempt never waits on another transaction's uncommitted insert.
+def ensure_lock_rows(keys: Iterable[str], using: str = "default") -> None:
+    """Create missing lock rows, committed at once.
 
-    On MariaDB/MySQL an ``INSERT IGNORE`` that meets a duplicate takes a shared lock on it;
-    two transactions upgrading such shared locks to exclusive would deadlock. Rows this
-    transaction will lock exclusively are therefore created with ``ON DUPLICATE KEY UPDATE``,
-    which takes the exclusive lock straight away.
+    On PostgreSQL and MariaDB no move transaction ever inserts a lock row: two transactions
+    inserting the same new key wait on each other's uncommitted row, and on MariaDB such
+    duplicate-key waits deadlock with insert-intention locks. So missing rows are created in
+    autocommit, on a short-lived second connection when the caller is inside a transaction
+    (an override save). SQLite has one writer at a time: rows are created in place.
     """
     keys = sorted(set(keys))
     present = set(ScopeLock.objects.using(using).filter(key__in=keys).values_list("key", flat=True))
@@ -46,21 +46,24 @@ def ensure_lock_rows(keys: Iterable[str], exclusive: Iterable[str] = (), using="
     if not missing:
         return
     connection = connections[using]
-    exclusive = set(exclusive)
-    upsert = [key for key in missing if key in exclusive] if connection.vendor == "mysql" else []
-    if upsert:
-        table = connection.ops.quote_name(ScopeLock._meta.db_table)
-        column = connection.ops.quote_name("key")
-        values = ", ".join(["(%s)"] * len(upsert))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} ({column}) VALUES {values} "  # noqa: S608 (identifiers only)
-                f"ON DUPLICATE KEY UPDATE {column} = {column}",
-                upsert,
-            )
-    rest = [ScopeLock(key=key) for key in missing if key not in upsert]
-    if rest:
-        ScopeLock.objects.using(using).bulk_create(rest, ignore_conflicts=True)
+    if connection.vendor == "sqlite" or not connection.in_atomic_block:
+        ScopeLock.objects.using(using).bulk_create(
+            [ScopeLock(key=key) for key in missing], ignore_conflicts=True
+        )
+        return
+    side = connections.create_connection(using)
+    try:
+        table = side.ops.quote_name(ScopeLock._meta.db_table)
+        column = side.ops.quote_name("key")
+        values = ", ".join(["(%s)"] * len(missing))
+        if side.vendor == "postgresql":
+            sql = f"INSERT INTO {table} ({column}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608 (identifiers only)
+        else:
+            sql = f"INSERT IGNORE INTO {table} ({column}) VALUES {values}"  # noqa: S608
+        with side.cursor() as cursor:
+            cursor.execute(sql, missing)
+    finally:
+        side.close()
 
 
 def acquire(
@@ -74,7 +77,6 @@ def acquire(
     connection = connections[using]
     org_keys = sorted(set(org_keys))
     wanted = {INSTANCE, *org_keys}
-    exclusive = wanted if instance else set(org_keys)
     try:
         if connection.vendor == "sqlite":
             ensure_lock_rows(wanted, using=using)
@@ -82,7 +84,7 @@ def acquire(
             return
         # Lock rows exist almost always: try to lock first, create only what was missing.
         if _lock_rows(connection, org_keys, instance, wait) != wanted:
-            ensure_lock_rows(wanted, exclusive=exclusive, using=using)
+            ensure_lock_rows(wanted, using=using)
             _lock_rows(connection, org_keys, instance, wait)
     except DatabaseError as exc:
         if not wait and _is_lock_unavailable(exc):
