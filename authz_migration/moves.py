@@ -56,6 +56,7 @@ UNKNOWN_USER = "unknown_user"
 MALFORMED_CASBIN_ROW = "malformed_casbin_row"
 VALUE_TOO_LONG = "value_too_long"
 TARGET_NOT_CONFIRMED = "target_not_confirmed"
+CONFLICTING_ROW = "conflicting_row"
 
 REASONS = {
     NO_SCOPE: "legacy row with neither org nor course",
@@ -66,6 +67,7 @@ REASONS = {
     MALFORMED_CASBIN_ROW: "Casbin row not of the form g, user^NAME, role^ROLE, SCOPE",
     VALUE_TOO_LONG: "the target value does not fit its column",
     TARGET_NOT_CONFIRMED: "the target row was not found after writing it",
+    CONFLICTING_ROW: "a legacy row equal but for letter case exists (case-insensitive unique key)",
 }
 
 
@@ -108,6 +110,17 @@ def _placement(decide: Decide, org: str, course: str | None, result: BatchResult
     return True
 
 
+def _unplaceable(result: BatchResult, row: LegacyRow, mapping, reason: str, describe: dict):
+    """A legacy row whose scope names no course of an org. A role outside the map is not a
+    course-authoring role and was never going to move (Open edX's global roles such as
+    ``course_creator_group`` have neither org nor course; ``library_user`` has a library key):
+    not migrated, not a problem. A mapped role there is a row that cannot move."""
+    if row.role in mapping:
+        result.problem(reason, describe)
+    else:
+        result.not_migrated[row.role] += 1
+
+
 def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = False):
     """Move legacy rows whose course belongs in Casbin to Casbin."""
     result = BatchResult(scanned=len(rows))
@@ -122,18 +135,18 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
                 course = normalize_course_key(row.course_id)
                 org = org_of(course)
             except InvalidCourseKey:
-                result.problem(MALFORMED_COURSE_KEY, describe)
+                _unplaceable(result, row, mapping, MALFORMED_COURSE_KEY, describe)
                 continue
             scope = course_scope_key(course)
         elif row.org:
             try:
                 org = validate_org(row.org)
             except InvalidOrg:
-                result.problem(INVALID_ORG, describe)
+                _unplaceable(result, row, mapping, INVALID_ORG, describe)
                 continue
             course, scope = None, org_scope_key(org)
         else:
-            result.problem(NO_SCOPE, describe)
+            _unplaceable(result, row, mapping, NO_SCOPE, describe)
             continue
         if not _placement(decide, org, course, result, target=True):
             continue
@@ -158,8 +171,10 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         result.created = len(missing)
         result.moved = len(planned)
         return result
-    insert_casbin(sorted(missing))
-    confirmed = existing_casbin(wanted)
+    inserted = insert_casbin(sorted(missing))
+    # The statement's row count proves the targets exist; only a shortfall (a trigger that
+    # silently skipped a row) costs a read to find out which.
+    confirmed = wanted if inserted == len(missing) else existing_casbin(wanted)
     removable = []
     for row, target in planned:
         if target in confirmed:
@@ -208,15 +223,21 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
         planned.append((row, (ids[username], org, course, role)))
 
     wanted = {target for _, target in planned}
-    present = existing_legacy(wanted)
+    present, clashing = existing_legacy(wanted)
+    if clashing:
+        for row, target in planned:
+            if target in clashing:
+                result.problem(CONFLICTING_ROW, {"id": row.pk, "user": row.v0, "scope": row.v2})
+        planned = [(row, target) for row, target in planned if target not in clashing]
+        wanted -= clashing
     missing = wanted - present
     result.already_present = sum(1 for _, target in planned if target in present)
     if dry_run:
         result.created = len(missing)
         result.moved = len(planned)
         return result
-    insert_legacy(sorted(missing))
-    confirmed = existing_legacy(wanted)
+    inserted = insert_legacy(sorted(missing))
+    confirmed = wanted if inserted == len(missing) else existing_legacy(wanted)[0]
     removable = []
     for row, target in planned:
         if target in confirmed:

@@ -108,12 +108,16 @@ class Outcome:
         )
 
 
+COUNT_NAMES = ("scanned", "moved", "created", "already_present", "in_place", "excluded")
+
+
 class _Stats:
     """Accumulates batch results into run metadata with capped lists."""
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.counts: Counter = Counter()
+        # Every count is present, zero included, whether or not a batch ran.
+        self.counts: Counter = Counter(dict.fromkeys(COUNT_NAMES, 0))
         self.not_migrated: Counter = Counter()
         self.problems: dict[str, list[dict]] = {}
         self.problem_counts: Counter = Counter()
@@ -124,7 +128,7 @@ class _Stats:
 
     def add(self, result: moves.BatchResult) -> None:
         self.batches += 1
-        for name in ("scanned", "moved", "created", "already_present", "in_place", "excluded"):
+        for name in COUNT_NAMES:
             self.counts[name] += getattr(result, name)
         self.not_migrated.update(result.not_migrated)
         for reason, rows in result.problems.items():

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q
+from django.db import connections, router
+from django.db.models import Q, Value
 
 from .conf import legacy_role_model
 from .roles import course_key_prefix, course_scope_key, org_scope_prefix
@@ -63,13 +64,17 @@ class CasbinRow:
 
 # --- legacy store ---------------------------------------------------------------------------
 
+# A blank course_id, compared as SQL text: Open edX's CourseKeyField parses a plain "" as a
+# course key (and fails); an expression is passed to the database as it is.
+BLANK_COURSE = Value("")
+
 
 def _legacy_filter(selection: Selection) -> Q:
     if selection.everything:
         return Q()
     if selection.org is not None:
         return Q(course_id__startswith=course_key_prefix(selection.org)) | Q(
-            course_id="", org=selection.org
+            course_id=BLANK_COURSE, org=selection.org
         )
     return Q(course_id__in=list(selection.courses))
 
@@ -129,27 +134,36 @@ def user_ids(names: Iterable[str]) -> dict[str, int]:
 LegacyKey = tuple[int, str, str, str]  # user_id, org, course_id, role
 
 
-def existing_legacy(keys: set[LegacyKey]) -> set[LegacyKey]:
-    """The subset of ``keys`` present in the legacy table (one query)."""
+def existing_legacy(keys: set[LegacyKey]) -> tuple[set[LegacyKey], set[LegacyKey]]:
+    """The subset of ``keys`` present in the legacy table, and the subset that cannot be
+    inserted because a row equal but for letter case exists (a case-insensitive unique key,
+    as under MariaDB's _ci collations). One query."""
     if not keys:
-        return set()
+        return set(), set()
     users = {k[0] for k in keys}
     courses = {k[2] for k in keys}
     roles = {k[3] for k in keys}
+    in_courses = Q(course_id__in=[c for c in courses if c])
+    if "" in courses:
+        in_courses |= Q(course_id=BLANK_COURSE)
     rows = (
         legacy_role_model()
-        .objects.filter(user_id__in=users, course_id__in=courses, role__in=roles)
+        .objects.filter(in_courses, user_id__in=users, role__in=roles)
         .values_list("user_id", "org", "course_id", "role")
     )
     found = {(uid, org or "", str(course or ""), role) for uid, org, course, role in rows}
-    return found & keys
+    present = found & keys
+    folded = {_fold(key) for key in found - present}
+    return present, {key for key in keys - present if _fold(key) in folded}
 
 
-def insert_legacy(keys: Iterable[LegacyKey]) -> int:
-    model = legacy_role_model()
-    objs = [model(user_id=u, org=o, course_id=c, role=r) for u, o, c, r in keys]
-    model.objects.bulk_create(objs)
-    return len(objs)
+def _fold(key: LegacyKey) -> tuple:
+    return (key[0], *(value.casefold() for value in key[1:]))
+
+
+def insert_legacy(keys: list[LegacyKey]) -> int:
+    """Insert legacy rows; returns how many the database reports inserted."""
+    return _insert_rows(legacy_role_model(), ("user", "org", "course_id", "role"), keys)
 
 
 def delete_legacy(pks: list[int]) -> int:
@@ -218,13 +232,38 @@ def existing_casbin(keys: set[CasbinKey]) -> set[CasbinKey]:
     return set(rows) & keys
 
 
-def insert_casbin(keys: Iterable[CasbinKey]) -> int:
-    model = casbin_rule_model()
-    objs = [
-        model(ptype=CASBIN_PTYPE, v0=v0, v1=v1, v2=v2, v3="", v4="", v5="") for v0, v1, v2 in keys
-    ]
-    model.objects.bulk_create(objs)
-    return len(objs)
+def insert_casbin(keys: list[CasbinKey]) -> int:
+    """Insert Casbin role rows; returns how many the database reports inserted."""
+    rows = [(CASBIN_PTYPE, v0, v1, v2, "", "", "") for v0, v1, v2 in keys]
+    return _insert_rows(casbin_rule_model(), ("ptype", "v0", "v1", "v2", "v3", "v4", "v5"), rows)
+
+
+def _insert_rows(model, field_names: tuple[str, ...], rows: list[tuple]) -> int:
+    """One set-based INSERT of plain values, without building model instances (the Python
+    side of ``bulk_create`` costs more than the statement at these sizes). PostgreSQL gets a
+    single ``INSERT ... SELECT FROM UNNEST`` of one array per column; the other backends an
+    ``executemany``, which MySQLdb sends as multi-row INSERTs and SQLite runs in-process.
+    Values are always parameters."""
+    if not rows:
+        return 0
+    connection = connections[router.db_for_write(model)]
+    fields = [model._meta.get_field(name) for name in field_names]
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT * FROM UNNEST({arrays})",  # noqa: S608 (identifiers only)
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return cursor.rowcount
+        placeholders = ", ".join(["%s"] * len(fields))
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders})",  # noqa: S608
+            rows,
+        )
+        return cursor.rowcount
 
 
 def delete_casbin(pks: list[int]) -> int:
