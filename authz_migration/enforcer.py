@@ -5,7 +5,8 @@
   size of ``casbin_rule``. An enforcer that has not loaded yet is left alone: it will load
   the committed rows when first used.
 - Other processes are told through the enforcer's watcher, when the host configured one
-  (``CASBIN_WATCHER``; see README, "Other processes"). Their enforcers then reload.
+  (``CASBIN_WATCHER``; see docs/watcher.rst), even if this process's enforcer never loaded.
+  Their enforcers then reload.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from casbin.model.policy_op import PolicyOp
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
         return
     enforcer = _loaded_enforcer()
     if enforcer is None:
+        _notify_watcher(getattr(settings, "CASBIN_WATCHER", None), added, removed)
         return
     added = [list(rule) for rule in added]
     removed = [list(rule) for rule in removed]
@@ -55,22 +58,28 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
             model.build_incremental_role_links(
                 role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
             )
-    _notify_watcher(enforcer, added, removed)
+    _notify_watcher(getattr(enforcer, "watcher", None), added, removed)
 
 
-def _notify_watcher(enforcer, added, removed) -> None:
-    watcher = getattr(enforcer, "watcher", None)
+def _notify_watcher(watcher, added, removed) -> None:
     if watcher is None:
         return
     try:
+        results = []
         if added and callable(getattr(watcher, "update_for_add_policies", None)):
-            watcher.update_for_add_policies(SECTION, PTYPE, *added)
+            results.append(watcher.update_for_add_policies(SECTION, PTYPE, *added))
             added = []
         if removed and callable(getattr(watcher, "update_for_remove_policies", None)):
-            watcher.update_for_remove_policies(SECTION, PTYPE, *removed)
+            results.append(watcher.update_for_remove_policies(SECTION, PTYPE, *removed))
             removed = []
         if added or removed:
-            watcher.update()
+            results.append(watcher.update())
+        # redis-watcher swallows its own errors and returns None instead of a count.
+        if hasattr(watcher, "pub_client") and any(result is None for result in results):
+            logger.warning(
+                "authz_migration: the Casbin watcher did not publish; other processes keep "
+                "their old policy until they reload"
+            )
     except Exception:
         # The move has committed; a watcher outage must not turn it into an error. Other
         # processes catch up at their next policy load; the operator sees this in the log.
