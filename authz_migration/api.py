@@ -148,6 +148,8 @@ def run_in_batches(
                 return
             if not first and pause:
                 time.sleep(pause)
+                if should_stop():  # Ctrl-C during the pause: start nothing new
+                    return
             first = False
             outcome = execute(
                 move,

@@ -120,7 +120,8 @@ def _ids(ids: list[int]) -> str:
 
 class Progress:
     """Rows moved, batches, rate and ETA: one rewritten line on a terminal, a plain line
-    every ``interval`` seconds otherwise (logs, CI)."""
+    every ``interval`` seconds otherwise (logs, CI). ``out`` is a command's ``OutputWrapper``
+    (its ``write`` takes ``ending``)."""
 
     def __init__(self, out: TextIO, total: int, tty: bool, interval: float = 5.0):
         self.out, self.total, self.tty, self.interval = out, total, tty, interval
@@ -142,11 +143,11 @@ class Progress:
             f"{self.batches} batches, {rate:.0f} rows/s, ETA {eta}"
         )
         if self.tty:
-            self.out.write("\r" + line.ljust(79))
+            self.out.write("\r" + line.ljust(79), ending="")
         else:
-            self.out.write(line + "\n")
+            self.out.write(line, ending="\n")
         self.out.flush()
 
     def finish(self) -> None:
         if self.tty and self.batches:
-            self.out.write("\n")
+            self.out.write("", ending="\n")

@@ -16,7 +16,7 @@ import json
 import signal
 from contextlib import contextmanager
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from authz_migration import api
 from authz_migration.models import MigrationRun
@@ -27,11 +27,28 @@ EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_DRIFT = 1, 2, 3, 4,
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(CommandParser):
+    """Argument errors are exit code 2 through ``call_command`` too (Django's default is 1,
+    which this command reserves for failed moves)."""
+
+    def error(self, message):
+        if self.called_from_command_line:
+            super().error(message)
+        raise CommandError(f"Error: {message}", returncode=EXIT_USAGE)
+
+
 class Command(BaseCommand):
     help = __doc__
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.__class__ = _Parser
+        return parser
+
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        actions = parser.add_subparsers(
+            dest="action", required=True, metavar="ACTION", parser_class=_Parser
+        )
         for name, text in (
             ("sync", "move every selected scope's roles to the system its effective flag names"),
             ("forward", "move selected roles to Casbin (refused against the flag unless --force)"),
@@ -129,15 +146,23 @@ class Command(BaseCommand):
         if options["sleep"] < 0:
             raise CommandError("--sleep cannot be negative", returncode=EXIT_USAGE)
         if action != "sync" and not options["dry_run"] and options["interactive"]:
-            self._confirm(action, moves, options.get("force", False))
+            # With --json, stdout carries one document only: ask on stderr.
+            self._confirm(
+                action,
+                moves,
+                options.get("force", False),
+                self.stderr if options["json"] else self.stdout,
+            )
         return self._move(action, moves, options)
 
-    def _confirm(self, action, moves, force):
+    def _confirm(self, action, moves, force, out):
         scopes = ", ".join(m.scope_key or "the whole instance" for m in moves)
         warning = " AGAINST the effective flag" if force else ""
-        self.stdout.write(f"This will {action} the roles of {scopes}{warning}.")
+        out.write(f"This will {action} the roles of {scopes}{warning}.")
+        out.write("Type 'yes' to continue: ", ending="")
+        out.flush()
         try:
-            answer = input("Type 'yes' to continue: ")
+            answer = input()
         except EOFError:
             answer = ""
         if answer.strip().lower() != "yes":

@@ -1,0 +1,359 @@
+"""``authz_migrate sync --all`` killed or interrupted half way, on PostgreSQL and MariaDB.
+
+DESIGN.md, "Management command": each batch is its own transaction and its own run, so a
+process that dies at any point leaves whole batches behind, never half a batch, never a
+``running`` run, never a lock; re-running the same command finds less to do and finishes.
+
+The command runs in a child process (``python -m django authz_migrate ...``) against the test
+database, over ~3,000 roles in 30 courses of 3 orgs with mixed flags: the global flag on, one
+org forced off, and courses pinned against their org in both directions. The child is killed
+with SIGKILL (no cleanup at all), or sent SIGINT (Ctrl-C: finish the batch, exit 130), once a
+few batches have committed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from casbin_adapter.models import CasbinRule
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Count
+
+from authz_migration import api, guard
+from authz_migration.conf import legacy_role_model
+from authz_migration.models import MigrationRun, ScopeLock
+
+pytestmark = [pytest.mark.server_db, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Default role map, written out (DESIGN.md) rather than read from the app.
+LEGACY_TO_CASBIN = {
+    "instructor": "course_admin",
+    "staff": "course_staff",
+    "limited_staff": "course_limited_staff",
+    "data_researcher": "course_data_researcher",
+    "beta_testers": "course_beta_tester",
+    "ccx_coach": "ccx_coach",
+}
+CASBIN_TO_LEGACY = {casbin: legacy for legacy, casbin in LEGACY_TO_CASBIN.items()}
+ROLES = list(LEGACY_TO_CASBIN)
+
+ORGS = ["OrgA", "OrgB", "OrgC"]
+COURSES_PER_ORG = 10
+USERS = 100  # one role per user and course: 3,000 course roles
+ORG_WIDE_USERS = 10  # plus 10 org-wide roles per org
+FORCED_OFF_ORG = "OrgC"
+PINNED = {
+    "course-v1:OrgA+C03+R": False,  # pinned to the legacy table while OrgA is on
+    "course-v1:OrgB+C07+R": False,
+    "course-v1:OrgC+C05+R": True,  # pinned to Casbin while OrgC is forced off
+}
+STRAY_CASBIN_COURSES = ["course-v1:OrgC+C01+R", "course-v1:OrgC+C02+R", "course-v1:OrgA+C03+R"]
+STRAY_USERS = 20  # Casbin rows for courses whose flag names the legacy table: to roll back
+
+COMMAND = ["sync", "--all", "--batch-size", "50", "--sleep", "0.02", "--no-input"]
+RUNS_BEFORE_STOPPING = 5
+TIMEOUT = 120
+
+
+def course_key(org: str, number: int) -> str:
+    return f"course-v1:{org}+C{number:02d}+R"
+
+
+def expected_system(scope: str) -> bool:
+    """True when the flags put ``scope`` (a course key or ``org:ORG``) in Casbin."""
+    if scope in PINNED:
+        return PINNED[scope]
+    org = scope[4:] if scope.startswith("org:") else scope.split(":", 1)[1].split("+", 1)[0]
+    return org != FORCED_OFF_ORG
+
+
+# --- both systems --------------------------------------------------------------------------
+
+
+def legacy_roles() -> Counter:
+    rows = legacy_role_model().objects.values_list("user__username", "org", "course_id", "role")
+    return Counter((user, role, str(course) or f"org:{org}") for user, org, course, role in rows)
+
+
+def casbin_roles() -> Counter:
+    found: Counter = Counter()
+    for v0, v1, v2 in CasbinRule.objects.values_list("v0", "v1", "v2"):
+        scope = v2.removeprefix("course-v1^")
+        if scope.endswith("+*"):
+            scope = "org:" + scope.removeprefix("course-v1:").removesuffix("+*")
+        found[(v0.removeprefix("user^"), CASBIN_TO_LEGACY[v1.removeprefix("role^")], scope)] += 1
+    return found
+
+
+def duplicate_casbin_rows() -> list:
+    return list(
+        CasbinRule.objects.values("ptype", "v0", "v1", "v2", "v3", "v4", "v5")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+
+
+def misplaced() -> list:
+    """Roles sitting in the system their flag does not name."""
+    wrong = [("legacy", *key) for key in legacy_roles() if expected_system(key[2])]
+    wrong += [("casbin", *key) for key in casbin_roles() if not expected_system(key[2])]
+    return sorted(wrong)
+
+
+def moved_by_runs(direction: str, count: str) -> int:
+    runs = MigrationRun.objects.filter(migration_type=direction)
+    return sum(r.metadata.get("counts", {}).get(count, 0) for r in runs)
+
+
+def assert_consistent(seeded: Counter, seeded_legacy: int, seeded_casbin: int) -> None:
+    """Nothing lost, nothing duplicated, no run left ``running``, and the committed runs
+    account for exactly the rows that moved."""
+    assert duplicate_casbin_rows() == []
+    assert legacy_roles() + casbin_roles() == seeded
+    assert not MigrationRun.objects.filter(status="running").exists()
+    assert set(MigrationRun.objects.values_list("status", flat=True)) <= {"completed"}
+    # A batch's run row commits with the batch or not at all: the runs tell what moved.
+    forward_moved = moved_by_runs("forward", "moved")
+    forward_created = moved_by_runs("forward", "created")
+    back_moved = moved_by_runs("rollback", "moved")
+    back_created = moved_by_runs("rollback", "created")
+    assert legacy_role_model().objects.count() == seeded_legacy - forward_moved + back_created
+    assert CasbinRule.objects.count() == seeded_casbin + forward_created - back_moved
+
+
+# --- the population ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def population(server_db, global_flag, org_override, course_override):
+    """~3,000 legacy roles and a few stray Casbin rows; returns what was seeded."""
+    global_flag(True)
+    org_override(FORCED_OFF_ORG, "off")
+    for course, state in PINNED.items():
+        course_override(course, "on" if state else "off")
+
+    user_model = get_user_model()
+    user_model.objects.bulk_create(
+        [user_model(username=f"u{i:03d}") for i in range(USERS)]
+        + [user_model(username=f"stray{i:02d}") for i in range(STRAY_USERS)]
+    )
+    users = list(user_model.objects.filter(username__startswith="u").order_by("username"))
+    model = legacy_role_model()
+    rows = []
+    for o, org in enumerate(ORGS):
+        for c in range(COURSES_PER_ORG):
+            course = course_key(org, c)
+            for i, user in enumerate(users):
+                rows.append(model(user=user, org=org, course_id=course, role=ROLES[(i + c) % 6]))
+        for i, user in enumerate(users[:ORG_WIDE_USERS]):
+            rows.append(model(user=user, org=org, course_id="", role=ROLES[(i + o) % 6]))
+    model.objects.bulk_create(rows, batch_size=1000)
+    CasbinRule.objects.bulk_create(
+        [
+            CasbinRule(
+                ptype="g",
+                v0=f"user^stray{i:02d}",
+                v1=f"role^{LEGACY_TO_CASBIN[ROLES[i % 6]]}",
+                v2=f"course-v1^{course}",
+            )
+            for course in STRAY_CASBIN_COURSES
+            for i in range(STRAY_USERS)
+        ]
+    )
+    seeded = legacy_roles() + casbin_roles()
+    assert (
+        seeded.total()
+        == len(ORGS) * (COURSES_PER_ORG * USERS + ORG_WIDE_USERS)
+        + len(STRAY_CASBIN_COURSES) * STRAY_USERS
+    )
+    assert misplaced()  # there is work to do
+    return seeded, legacy_role_model().objects.count(), CasbinRule.objects.count()
+
+
+# --- the child process ---------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["AUTHZ_TEST_DB"] = settings.DB
+    # The child opens the test database itself (it runs no tests, so its NAME is used).
+    name = connection.settings_dict["NAME"]
+    env["AUTHZ_TEST_PG_NAME" if connection.vendor == "postgresql" else "AUTHZ_TEST_MYSQL_NAME"] = (
+        name
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path, Path]:
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "django", "authz_migrate", *COMMAND],
+            env=child_env(),
+            cwd=REPO,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
+    return process, out, err
+
+
+def wait_for_runs(process: subprocess.Popen, err: Path, count: int) -> int:
+    """Wait until ``count`` runs are committed while the child still runs."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        runs = MigrationRun.objects.count()
+        if runs >= count:
+            return runs
+        assert process.poll() is None, f"child ended early: {err.read_text()}"
+        time.sleep(0.01)
+    process.kill()
+    pytest.fail(f"no {count} runs within {TIMEOUT}s: {err.read_text()}")
+
+
+def child_in_a_batch() -> bool:
+    """Whether another connection holds locks on the scope lock table right now, i.e. the
+    child is inside a batch's transaction (between taking the scope lock and committing)."""
+    table = ScopeLock._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # SELECT ... FOR UPDATE/SHARE holds RowShareLock on the table until the end of
+            # the transaction.
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = %s AND l.pid <> pg_backend_pid()",
+                [table],
+            )
+        else:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.innodb_trx "
+                "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_rows_locked > 0"
+            )
+        return cursor.fetchone()[0] > 0
+
+
+def wait_until_inside_a_batch(process: subprocess.Popen, err: Path) -> bool:
+    # InnoDB refreshes information_schema.innodb_trx only when it was last read more than
+    # 0.1 s ago: polling it faster would read the same stale snapshot forever.
+    pause = 0 if connection.vendor == "postgresql" else 0.11
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if child_in_a_batch():
+            return True
+        assert process.poll() is None, f"child ended early: {err.read_text()}"
+        time.sleep(pause)
+    return False
+
+
+def run_to_completion(tmp_path: Path, name: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "authz_migrate", *COMMAND],
+        env=child_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    (tmp_path / f"{name}.out").write_text(done.stdout)
+    (tmp_path / f"{name}.err").write_text(done.stderr)
+    return done
+
+
+def wait_until_locks_are_free() -> None:
+    """Block until nothing holds the instance lock: a killed child's transaction is rolled
+    back by the server once it notices the connection is gone."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '30s'")
+        guard.acquire(instance=True, wait=True)
+
+
+def assert_finished(seeded: Counter) -> None:
+    assert api.verify_scope(everything=True) == []
+    assert misplaced() == []
+    assert duplicate_casbin_rows() == []
+    assert legacy_roles() + casbin_roles() == seeded
+    assert not MigrationRun.objects.filter(status="running").exists()
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigkill_mid_sync_loses_nothing_and_a_rerun_finishes(population, tmp_path):
+    seeded, seeded_legacy, seeded_casbin = population
+    process, _, err = start(tmp_path, "killed")
+    try:
+        wait_for_runs(process, err, RUNS_BEFORE_STOPPING)
+        # Kill it in the middle of a batch: its transaction holds the scope lock and has
+        # written (some of) the batch's rows and perhaps its run row.
+        inside = wait_until_inside_a_batch(process, err)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(TIMEOUT)
+    assert process.returncode == -signal.SIGKILL
+    assert inside, "never saw the child inside a batch"
+
+    # Partial progress: some batches committed, much is left.
+    wait_until_locks_are_free()
+    runs = MigrationRun.objects.count()
+    assert runs >= RUNS_BEFORE_STOPPING
+    assert CasbinRule.objects.count() > seeded_casbin
+    assert len(misplaced()) > 1000
+    assert_consistent(seeded, seeded_legacy, seeded_casbin)
+
+    done = run_to_completion(tmp_path, "rerun")
+    assert done.returncode == 0, done.stderr
+    assert "Moved" in done.stdout
+    assert_finished(seeded)
+    assert_consistent(seeded, seeded_legacy, seeded_casbin)
+    assert MigrationRun.objects.filter(migration_type="rollback").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_mid_sync_finishes_the_batch_exits_130_and_a_rerun_finishes(population, tmp_path):
+    seeded, seeded_legacy, seeded_casbin = population
+    process, out, err = start(tmp_path, "interrupted")
+    try:
+        wait_for_runs(process, err, RUNS_BEFORE_STOPPING)
+        # Ctrl-C in the middle of a batch: that batch finishes, no other starts.
+        inside = wait_until_inside_a_batch(process, err)
+        process.send_signal(signal.SIGINT)
+        process.wait(TIMEOUT)
+    finally:
+        process.kill()
+        process.wait(TIMEOUT)
+    output = out.read_text() + err.read_text()
+    assert process.returncode == 130, output
+    assert inside, "never saw the child inside a batch"
+    assert "interrupted" in output
+    assert "Traceback" not in output
+    assert "direction  scope" in out.read_text()  # the summary of what was done
+
+    # Stopped cleanly: no lock held, and part of the work is left.
+    with transaction.atomic():
+        guard.acquire(instance=True, wait=False)
+    assert len(misplaced()) > 1000
+    assert_consistent(seeded, seeded_legacy, seeded_casbin)
+
+    done = run_to_completion(tmp_path, "rerun")
+    assert done.returncode == 0, done.stderr
+    assert_finished(seeded)
+    assert_consistent(seeded, seeded_legacy, seeded_casbin)
