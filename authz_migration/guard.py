@@ -132,6 +132,15 @@ def _lock_rows(connection, org_keys: list[str], instance: bool, wait: bool) -> s
     return locked
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL 40P01 (deadlock) / 40001 (serialization), MariaDB/MySQL 1213."""
+    cause = exc.__cause__ or exc
+    if getattr(cause, "sqlstate", None) in ("40P01", "40001"):
+        return True
+    args = getattr(cause, "args", ())
+    return bool(args) and args[0] == 1213
+
+
 def _is_lock_unavailable(exc: DatabaseError) -> bool:
     cause = exc.__cause__ or exc
     # PostgreSQL: SQLSTATE 55P03 lock_not_available. MariaDB/MySQL: 3572 (NOWAIT), 1205 (timeout).

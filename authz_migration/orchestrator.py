@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from . import flags, guard, moves
@@ -241,9 +241,34 @@ def _snapshot_for(rows: list, legacy: bool) -> flags.FlagSnapshot:
     return flags.FlagSnapshot(orgs, courses)
 
 
-def execute(
+# A run that owns its transaction is retried this many times when the database picks it
+# as a deadlock victim (rows of one user in two orgs sit side by side in the legacy table's
+# unique index, so two moves in different orgs can meet there). A run inside the caller's
+# transaction (an override save) cannot be retried here: the error reaches the caller.
+DEADLOCK_RETRIES = 3
+
+
+def execute(move: Move, **options: Any) -> Outcome:
+    """Apply ``move`` and record it; see :func:`_execute` for the options and guarantees."""
+    connection = connections[options.get("using", "default")]
+    own_transaction = not connection.in_atomic_block
+    attempt = 0
+    while True:
+        retry = own_transaction and attempt < DEADLOCK_RETRIES
+        try:
+            return _execute(move, raise_deadlock=retry, **options)
+        except DatabaseError as exc:
+            if not (retry and guard.is_deadlock(exc)):
+                raise
+        attempt += 1
+        logger.warning("authz_migration: %s was a deadlock victim; retrying", move.describe())
+        time.sleep(0.05 * attempt)
+
+
+def _execute(
     move: Move,
     *,
+    raise_deadlock: bool = False,
     trigger: str,
     triggered_by: Any = None,
     dry_run: bool = False,
@@ -293,6 +318,8 @@ def execute(
                 with transaction.atomic(using=using):
                     outcome = _apply(move, batch_size, max_batches, after, progress=progress)
             except Exception as exc:
+                if raise_deadlock and guard.is_deadlock(exc):
+                    raise  # the whole transaction rolls back and execute() tries again
                 outcome = _failure(move, exc, started)
             else:
                 outcome.metadata["duration_seconds"] = round(time.monotonic() - started, 4)

@@ -1,0 +1,1 @@
+"""Test stand-in for Open edX's ``common.djangoapps.student`` (only ``CourseAccessRole``)."""

@@ -1,0 +1,1 @@
+"""Test stand-in for Open edX's ``openedx.core.djangoapps.waffle_utils`` override models."""
