@@ -28,8 +28,10 @@ from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Outcom
 from .roles import (
     InvalidCourseKey,
     InvalidOrg,
+    course_scope_key,
     normalize_course_key,
     org_of,
+    org_scope_prefix,
     role_map,
     validate_org,
 )
@@ -195,14 +197,24 @@ def global_flag_saved(instance: Any) -> MigrationRun | None:
     inside one admin request), but tell the operator when roles now sit in the wrong
     system, in the log and as a ``skipped`` instance run."""
     before = getattr(instance, "_authz_migration_before", None)
-    if before is None or not get_setting("AUTOMATIC"):
+    if before is None:
         return None
-    after = instance.everyone is True
-    if before == after or not _rows_left_behind(after):
+    return _report_global_change(instance.name, before, instance.everyone is True)
+
+
+def global_flag_deleted(instance: Any) -> MigrationRun | None:
+    """post_delete of the waffle Flag: a deleted flag is off."""
+    if instance.name != flags.flag_name():
+        return None
+    return _report_global_change(instance.name, instance.everyone is True, False)
+
+
+def _report_global_change(name: str, before: bool, after: bool) -> MigrationRun | None:
+    if before == after or not get_setting("AUTOMATIC") or not _rows_left_behind(after):
         return None
     move = Move(FORWARD if after else ROLLBACK, INSTANCE)
     message = (
-        f"the global flag {instance.name} is now {'on' if after else 'off'} and roles still "
+        f"the global flag {name} is now {'on' if after else 'off'} and roles still "
         f"sit in {'the legacy table' if after else 'Casbin'}; run `authz_migrate sync --all`"
     )
     logger.warning("authz_migration: %s", message)
@@ -216,8 +228,15 @@ def global_flag_saved(instance: Any) -> MigrationRun | None:
 
 
 def _rows_left_behind(authz_enabled: bool) -> bool:
+    """Whether any role whose flag follows the global flag (no enabled course or org override
+    of its own) sits in the system the global flag no longer names."""
+    pinned_courses, pinned_orgs = flags.overridden_keys()
     if authz_enabled:
-        return legacy_role_model().objects.filter(role__in=list(role_map())).exists()
-    return (
-        casbin_rule_model().objects.filter(ptype=CASBIN_PTYPE, v2__startswith=SCOPE_PREFIX).exists()
-    )
+        rows = legacy_role_model().objects.filter(role__in=list(role_map()))
+        rows = rows.exclude(course_id__in=list(pinned_courses)).exclude(org__in=list(pinned_orgs))
+        return rows.exists()
+    rows = casbin_rule_model().objects.filter(ptype=CASBIN_PTYPE, v2__startswith=SCOPE_PREFIX)
+    rows = rows.exclude(v2__in=[course_scope_key(c) for c in pinned_courses])
+    for org in pinned_orgs:
+        rows = rows.exclude(v2__startswith=org_scope_prefix(org))
+    return rows.exists()

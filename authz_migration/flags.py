@@ -128,14 +128,15 @@ def pinned_courses(org: str) -> dict[str, bool]:
     return pinned
 
 
-def _newest_per_key(rows, keys: set[str]) -> dict[str, bool]:
+def _newest_per_key(rows, keys: set[str] | None) -> dict[str, bool]:
     """From rows (key, enabled, choice) ordered by key then newest first: key -> forced
-    state, for keys whose newest row is enabled. Exact-key match (ci collations)."""
+    state, for keys (all keys when None) whose newest row is enabled. Exact-key match (ci
+    collations)."""
     states: dict[str, bool] = {}
     seen: set[str] = set()
     for key, enabled, choice in rows:
         key = str(key)
-        if key in seen or key not in keys:
+        if key in seen or (keys is not None and key not in keys):
             continue
         seen.add(key)
         state = _state_of((enabled, choice))
@@ -250,3 +251,22 @@ def org_transition(org: str, new_pk: Any) -> Transition:
         EffectiveFlag(after, ORG_OVERRIDE) if after is not None else fallback,
         previous,
     )
+
+
+def overridden_keys() -> tuple[set[str], set[str]]:
+    """Courses and orgs whose newest override is enabled (they do not follow the global
+    flag). Two queries over the override history of the flag."""
+    flag = flag_name()
+    course_rows = (
+        course_override_model()
+        .objects.filter(waffle_flag=flag)
+        .order_by("course_id", "-change_date", "-id")
+        .values_list("course_id", "enabled", "override_choice")
+    )
+    org_rows = (
+        org_override_model()
+        .objects.filter(waffle_flag=flag)
+        .order_by("org", "-change_date", "-id")
+        .values_list("org", "enabled", "override_choice")
+    )
+    return set(_newest_per_key(course_rows, None)), set(_newest_per_key(org_rows, None))

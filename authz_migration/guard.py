@@ -14,6 +14,7 @@ write, so moves there are simply serialized.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from django.db import DatabaseError, connections
@@ -60,8 +61,17 @@ def ensure_lock_rows(keys: Iterable[str], using: str = "default") -> None:
             sql = f"INSERT INTO {table} ({column}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608 (identifiers only)
         else:
             sql = f"INSERT IGNORE INTO {table} ({column}) VALUES {values}"  # noqa: S608
-        with side.cursor() as cursor:
-            cursor.execute(sql, missing)
+        # The statement is idempotent and alone in its transaction: when two first saves
+        # deadlock on it (MariaDB), running it again is all it takes.
+        for attempt in range(5):
+            try:
+                with side.cursor() as cursor:
+                    cursor.execute(sql, missing)
+                break
+            except DatabaseError as exc:
+                if attempt == 4 or not (is_deadlock(exc) or _is_lock_unavailable(exc)):
+                    raise
+                time.sleep(0.02 * (attempt + 1))
     finally:
         side.close()
 

@@ -6,7 +6,7 @@ the models named by the settings at startup (the app's own override models or th
 
 from __future__ import annotations
 
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import Signal
 
 from .conf import get_setting
@@ -41,6 +41,12 @@ def global_flag_saved(sender, instance, **kwargs):
     automatic.global_flag_saved(instance)
 
 
+def global_flag_deleted(sender, instance, **kwargs):
+    from . import automatic
+
+    automatic.global_flag_deleted(instance)
+
+
 def connect_receivers() -> None:
     """Connect the receivers; touches no database."""
     from waffle import get_waffle_flag_model
@@ -55,3 +61,4 @@ def connect_receivers() -> None:
     flag_model = get_waffle_flag_model()
     pre_save.connect(global_flag_saving, sender=flag_model, dispatch_uid="authz_mig_flag_pre")
     post_save.connect(global_flag_saved, sender=flag_model, dispatch_uid="authz_mig_flag")
+    post_delete.connect(global_flag_deleted, sender=flag_model, dispatch_uid="authz_mig_flag_del")
