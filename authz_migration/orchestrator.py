@@ -17,6 +17,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,46 +306,53 @@ def _execute(
     org_keys = [guard.org_lock_key(move.lock_org)] if move.lock_org else []
     if not wait:
         guard.ensure_lock_rows([guard.INSTANCE, *org_keys], using=using)
-    try:
-        # No savepoint of its own: an error outside the move (taking the lock, recording the
-        # run) must abort the caller's transaction too, e.g. the override save it serves.
-        with transaction.atomic(using=using, savepoint=False):
-            if not locked:
-                guard.acquire(
-                    org_keys, instance=move.scope_type == INSTANCE, wait=wait, using=using
-                )
-            started = time.monotonic()
+    # No savepoint of its own: an error outside the move (taking the lock, recording the run)
+    # must abort the caller's transaction too, e.g. the override save it serves.
+    with transaction.atomic(using=using, savepoint=False):
+        if not locked:
             try:
-                with transaction.atomic(using=using):
-                    outcome = _apply(move, batch_size, max_batches, after, progress=progress)
-            except Exception as exc:
-                if raise_deadlock and guard.is_deadlock(exc):
-                    raise  # the whole transaction rolls back and execute() tries again
-                outcome = _failure(move, exc, started)
-            else:
-                outcome.metadata["duration_seconds"] = round(time.monotonic() - started, 4)
-            if record_empty or outcome.did_something:
-                try:
-                    outcome.run = record(
-                        move, outcome.status, outcome.metadata, trigger, triggered_by, using
+                # A refused NOWAIT lock aborts the statement; inside a savepoint the
+                # transaction stays usable for recording the skipped run.
+                with transaction.atomic(using=using) if not wait else nullcontext():
+                    guard.acquire(
+                        org_keys, instance=move.scope_type == INSTANCE, wait=wait, using=using
                     )
-                except DatabaseError:
-                    if outcome.status != MigrationRun.Status.FAILED:
-                        raise
-                    # The transaction itself is gone (a dead connection, a deadlock victim):
-                    # nothing can be recorded in it; the caller must see the original error.
-                    raise outcome.error from None
-                transaction.on_commit(lambda: _notify(outcome), using=using)
-            return outcome
-    except guard.ScopeBusy as busy:
-        outcome = Outcome(
-            move,
-            MigrationRun.Status.SKIPPED,
-            {"reason": f"scope busy: another move holds {busy}; run it again later"},
-        )
-        logger.info("authz_migration: %s skipped: %s", move.describe(), outcome.metadata["reason"])
-        outcome.run = record(move, outcome.status, outcome.metadata, trigger, triggered_by, using)
+            except guard.ScopeBusy as busy:
+                return _skipped(move, str(busy), trigger, triggered_by, using)
+        started = time.monotonic()
+        try:
+            with transaction.atomic(using=using):
+                outcome = _apply(move, batch_size, max_batches, after, progress=progress)
+        except Exception as exc:
+            if raise_deadlock and guard.is_deadlock(exc):
+                raise  # the whole transaction rolls back and execute() tries again
+            outcome = _failure(move, exc, started)
+        else:
+            outcome.metadata["duration_seconds"] = round(time.monotonic() - started, 4)
+        if record_empty or outcome.did_something:
+            try:
+                outcome.run = record(
+                    move, outcome.status, outcome.metadata, trigger, triggered_by, using
+                )
+            except DatabaseError:
+                if outcome.status != MigrationRun.Status.FAILED:
+                    raise
+                # The transaction itself is gone (a dead connection, a deadlock victim):
+                # nothing can be recorded in it; the caller must see the original error.
+                raise outcome.error from None
+            transaction.on_commit(lambda: _notify(outcome), using=using)
         return outcome
+
+
+def _skipped(move: Move, busy: str, trigger, triggered_by, using) -> Outcome:
+    outcome = Outcome(
+        move,
+        MigrationRun.Status.SKIPPED,
+        {"reason": f"scope busy: another move holds {busy}; run it again later"},
+    )
+    logger.info("authz_migration: %s skipped: %s", move.describe(), outcome.metadata["reason"])
+    outcome.run = record(move, outcome.status, outcome.metadata, trigger, triggered_by, using)
+    return outcome
 
 
 def _apply(move, batch_size, max_batches, after, *, dry_run=False, progress=None) -> Outcome:

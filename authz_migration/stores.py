@@ -141,6 +141,7 @@ def existing_legacy(keys: set[LegacyKey]) -> tuple[set[LegacyKey], set[LegacyKey
     if not keys:
         return set(), set()
     users = {k[0] for k in keys}
+    orgs = {k[1] for k in keys}
     courses = {k[2] for k in keys}
     roles = {k[3] for k in keys}
     in_courses = Q(course_id__in=[c for c in courses if c])
@@ -148,7 +149,7 @@ def existing_legacy(keys: set[LegacyKey]) -> tuple[set[LegacyKey], set[LegacyKey
         in_courses |= Q(course_id=BLANK_COURSE)
     rows = (
         legacy_role_model()
-        .objects.filter(in_courses, user_id__in=users, role__in=roles)
+        .objects.filter(in_courses, user_id__in=users, org__in=orgs, role__in=roles)
         .values_list("user_id", "org", "course_id", "role")
     )
     found = {(uid, org or "", str(course or ""), role) for uid, org, course, role in rows}

@@ -1,0 +1,118 @@
+"""Helpers shared by the engine, guard and query-count tests: read both role stores as plain
+sets, write Casbin rows, and seed role data in bulk."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from authz_migration.conf import legacy_role_model
+from authz_migration.roles import reverse_role_map
+from authz_migration.stores import casbin_rule_model
+
+# Default role map, written out rather than imported: the tests check the app against it.
+ROLE_MAP = {
+    "instructor": "course_admin",
+    "staff": "course_staff",
+    "limited_staff": "course_limited_staff",
+    "data_researcher": "course_data_researcher",
+    "beta_testers": "course_beta_tester",
+    "ccx_coach": "ccx_coach",
+}
+ROLES = list(ROLE_MAP)
+
+
+def legacy_rows() -> set[tuple[int, str, str, str]]:
+    """Every legacy row as (user_id, org, course_id, role)."""
+    rows = legacy_role_model().objects.values_list("user_id", "org", "course_id", "role")
+    return {(uid, org, str(course), role) for uid, org, course, role in rows}
+
+
+def legacy_count() -> int:
+    return legacy_role_model().objects.count()
+
+
+def casbin_rows() -> set[tuple[str, str, str, str, str, str, str]]:
+    """Every casbin_rule row as (ptype, v0, v1, v2, v3, v4, v5)."""
+    return set(casbin_rule_model().objects.values_list("ptype", "v0", "v1", "v2", "v3", "v4", "v5"))
+
+
+def casbin_count() -> int:
+    return casbin_rule_model().objects.count()
+
+
+def g(username: str, casbin_role: str, scope: str) -> tuple[str, ...]:
+    """The exact casbin_rule row the app must write for one role (openedx-authz format)."""
+    return ("g", f"user^{username}", f"role^{casbin_role}", f"course-v1^{scope}", "", "", "")
+
+
+def org_glob(org: str) -> str:
+    """The Casbin scope of an org-wide role, without the namespace."""
+    return f"course-v1:{org}+*"
+
+
+def add_casbin(v0: str, v1: str, v2: str, v3: str = "", v4: str = "", v5: str = "", ptype="g"):
+    return casbin_rule_model().objects.create(ptype=ptype, v0=v0, v1=v1, v2=v2, v3=v3, v4=v4, v5=v5)
+
+
+def add_casbin_role(username: str, casbin_role: str, scope: str):
+    """A well-formed Casbin role row (``scope`` without the ``course-v1^`` namespace)."""
+    return add_casbin(f"user^{username}", f"role^{casbin_role}", f"course-v1^{scope}")
+
+
+def make_users(prefix: str, count: int) -> list:
+    model = get_user_model()
+    model.objects.bulk_create([model(username=f"{prefix}{i}") for i in range(count)])
+    return list(model.objects.filter(username__startswith=prefix).order_by("id"))
+
+
+def seed_legacy(org: str, courses: int, users: list, roles_per_course: int = 5) -> int:
+    """``roles_per_course`` legacy rows in each of ``courses`` courses of ``org`` (bulk);
+    returns how many rows were written."""
+    model = legacy_role_model()
+    objs = []
+    for c in range(courses):
+        course = f"course-v1:{org}+C{c}+R"
+        for r in range(roles_per_course):
+            user = users[(c + r) % len(users)]
+            objs.append(model(user=user, org=org, course_id=course, role=ROLES[r % len(ROLES)]))
+    model.objects.bulk_create(objs)
+    return len(objs)
+
+
+def role_multiset() -> Counter:
+    """Every course-authoring role across both systems as (username, legacy role, scope),
+    where scope is a course key or ``org:<ORG>`` for an org-wide role. A role present in both
+    systems counts twice; one lost from both counts zero."""
+    names = dict(get_user_model().objects.values_list("pk", "username"))
+    found: Counter = Counter()
+    for uid, org, course, role in legacy_role_model().objects.values_list(
+        "user_id", "org", "course_id", "role"
+    ):
+        if role in ROLE_MAP:
+            found[(names[uid], role, str(course) or f"org:{org}")] += 1
+    reverse = reverse_role_map()
+    for v0, v1, v2 in casbin_rule_model().objects.values_list("v0", "v1", "v2"):
+        scope = v2.removeprefix("course-v1^")
+        if scope.endswith("+*"):
+            scope = "org:" + scope.removeprefix("course-v1:").removesuffix("+*")
+        found[(v0.removeprefix("user^"), reverse[v1.removeprefix("role^")], scope)] += 1
+    return found
+
+
+def duplicate_casbin_rows() -> list:
+    """(ptype, v0, v1, v2) groups that occur more than once in casbin_rule."""
+    from django.db.models import Count
+
+    return list(
+        casbin_rule_model()
+        .objects.values("ptype", "v0", "v1", "v2")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+
+
+def vendor() -> str:
+    return connection.vendor

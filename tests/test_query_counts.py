@@ -1,0 +1,159 @@
+"""Moves are set-based: the number of queries of an org move depends on the number of batches,
+never on the number of rows in a batch (DESIGN.md, "Lessons").
+
+Every count below is exact and explained query by query. An org sync (``api.sync_org``) whose
+org override decides the direction, with the scope's lock rows already present (the steady
+state: they are created once per org, by the first move ever made there), issues:
+
+    planning (api.sync_org, before taking any lock)
+      1  org override: the org's effective state (enabled, so no global flag query)
+      1  course overrides of the org: pinned courses (a second move if any point the other way)
+    guard.acquire
+      2  PostgreSQL/MariaDB: SELECT ... FOR SHARE on "instance", SELECT ... FOR UPDATE on
+         "org:OrgA"; SQLite: SELECT the lock rows present, UPDATE "instance" (the write lock)
+    the move, in a savepoint
+      1  SAVEPOINT
+      2  decider, re-read under the lock: course overrides (pinned), org override
+      per batch (PER_BATCH = 5):
+        1  read a batch of source rows (keyset: pk > cursor, ORDER BY pk, LIMIT batch size)
+        1  users: usernames by id (forward) / ids by username (rollback)
+        1  target rows already present (idempotency; on rollback also case clashes)
+        1  INSERT the missing target rows: one statement (PostgreSQL: INSERT ... SELECT FROM
+           UNNEST of one array per column; MariaDB/SQLite: one executemany), whose row count
+           confirms the targets, so no second read
+        1  DELETE the source rows by primary key
+      1  one more read, empty, when the last batch was full (a short batch is known to be last)
+      1  RELEASE SAVEPOINT
+    record
+      1  INSERT the MigrationRun row
+
+So FIXED = 2 + 2 + 1 + 2 + 1 + 1 = 9, and a move of N rows in batches of B issues
+FIXED + PER_BATCH * ceil(N / B) + (1 if N % B == 0 else 0) queries, on every database.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from authz_migration import api, guard
+from authz_migration.conf import legacy_role_model
+from tests.helpers import casbin_count, legacy_count, legacy_rows, make_users, seed_legacy
+
+ORG = "OrgA"
+ROLES_PER_COURSE = 5
+DEFAULT_BATCH = 5000
+FIXED = 9
+PER_BATCH = 5
+EXECUTEMANY = re.compile(r"^\d+ times: ")
+
+# Measured once on each database (rows, direction) -> {vendor: queries}. Identical on all
+# three; kept per vendor so that a backend-specific change shows up as exactly that.
+EXACT = {
+    (10, "forward"): {"postgresql": 14, "mysql": 14, "sqlite": 14},
+    (10, "rollback"): {"postgresql": 14, "mysql": 14, "sqlite": 14},
+    (1000, "forward"): {"postgresql": 14, "mysql": 14, "sqlite": 14},
+    (1000, "rollback"): {"postgresql": 14, "mysql": 14, "sqlite": 14},
+}
+
+
+def expected(rows: int, batch_size: int) -> int:
+    batches = math.ceil(rows / batch_size)
+    return FIXED + PER_BATCH * batches + (1 if rows % batch_size == 0 else 0)
+
+
+@pytest.fixture
+def org_data(db):
+    """seed(n): n legacy role rows of OrgA, five per course, spread over 50 users."""
+    guard.ensure_lock_rows([guard.INSTANCE, guard.org_lock_key(ORG)])
+
+    def seed(rows: int, user_prefix: str = "u"):
+        users = make_users(user_prefix, 50)
+        assert seed_legacy(ORG, rows // ROLES_PER_COURSE, users, ROLES_PER_COURSE) == rows
+        return legacy_rows()
+
+    return seed
+
+
+def counted_sync(org_override, choice: str, batch_size: int | None = None):
+    """Flip OrgA's override, then sync the org; return the queries and the outcome."""
+    org_override(ORG, choice)
+    with CaptureQueriesContext(connection) as ctx:
+        [out] = api.sync_org(ORG, batch_size=batch_size)
+    return [q["sql"] for q in ctx.captured_queries], out
+
+
+def statements(queries: list[str], verb: str, table: str) -> int:
+    """How many of ``queries`` are ``verb`` statements on ``table`` (an ``executemany`` is
+    logged as one query, ``"<n> times: <sql>"``)."""
+    prefix = f"{verb} {connection.ops.quote_name(table)}"
+    return sum(1 for sql in queries if EXECUTEMANY.sub("", sql).startswith(prefix))
+
+
+@pytest.mark.parametrize("rows", [10, 1000])
+def test_org_move_and_rollback_exact_query_counts(org_data, org_override, rows):
+    before = org_data(rows)
+    legacy_table = legacy_role_model()._meta.db_table
+
+    forward_queries, forward = counted_sync(org_override, "on")
+
+    assert (forward.status, forward.moved) == ("completed", rows)
+    assert (legacy_count(), casbin_count()) == (0, rows)
+    assert len(forward_queries) == EXACT[(rows, "forward")][connection.vendor]
+    assert len(forward_queries) == expected(rows, DEFAULT_BATCH)
+    assert statements(forward_queries, "INSERT INTO", "casbin_rule") == 1
+    assert statements(forward_queries, "DELETE FROM", legacy_table) == 1
+
+    rollback_queries, back = counted_sync(org_override, "off")
+
+    assert (back.status, back.moved) == ("completed", rows)
+    assert legacy_rows() == before
+    assert len(rollback_queries) == EXACT[(rows, "rollback")][connection.vendor]
+    assert len(rollback_queries) == expected(rows, DEFAULT_BATCH)
+    assert statements(rollback_queries, "INSERT INTO", legacy_table) == 1
+    assert statements(rollback_queries, "DELETE FROM", "casbin_rule") == 1
+
+
+def test_a_hundred_times_more_rows_cost_no_more_queries(org_data, org_override):
+    org_data(10)
+    small_forward, _ = counted_sync(org_override, "on")
+    small_rollback, _ = counted_sync(org_override, "off")
+    # The same org again, with 100 times the rows.
+    legacy_role_model().objects.all().delete()
+    org_data(1000, user_prefix="v")
+
+    big_forward, forward = counted_sync(org_override, "on")
+    big_rollback, back = counted_sync(org_override, "off")
+
+    assert (forward.moved, back.moved) == (1000, 1000)
+    assert (len(big_forward), len(big_rollback)) == (len(small_forward), len(small_rollback))
+
+
+@pytest.mark.parametrize(
+    "batch_size, batches, empty_read",
+    [(100, 10, 1), (125, 8, 1), (120, 9, 0), (250, 4, 1), (1000, 1, 1), (5000, 1, 0)],
+)
+def test_query_count_grows_with_the_number_of_batches_only(
+    org_data, org_override, batch_size, batches, empty_read
+):
+    before = org_data(1000)
+    legacy_table = legacy_role_model()._meta.db_table
+
+    forward_queries, forward = counted_sync(org_override, "on", batch_size)
+    rollback_queries, back = counted_sync(org_override, "off", batch_size)
+
+    assert (forward.moved, forward.metadata["batches"]) == (1000, batches)
+    assert (back.moved, back.metadata["batches"]) == (1000, batches)
+    assert legacy_rows() == before
+    # Linear in the number of batches: FIXED + PER_BATCH per batch (+ the final empty read).
+    assert len(forward_queries) == FIXED + PER_BATCH * batches + empty_read
+    assert len(rollback_queries) == FIXED + PER_BATCH * batches + empty_read
+    # One INSERT and one DELETE per batch, whatever the batch's size.
+    assert statements(forward_queries, "INSERT INTO", "casbin_rule") == batches
+    assert statements(forward_queries, "DELETE FROM", legacy_table) == batches
+    assert statements(rollback_queries, "INSERT INTO", legacy_table) == batches
+    assert statements(rollback_queries, "DELETE FROM", "casbin_rule") == batches
