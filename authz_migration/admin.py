@@ -36,7 +36,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Exists, OuterRef, Q
 from django.urls import NoReverseMatch, reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
@@ -62,18 +64,27 @@ def _system(enabled: bool) -> str:
 
 
 def _run_link(request, run: MigrationRun | None) -> str:
-    """ "run #N", linked to the run's page when the user may see runs."""
+    """The words "run #N", linked to the run's page when the user may see runs."""
     if run is None:
         return _("no run recorded")
     label = _("run #%(id)s") % {"id": run.pk}
-    if not request.user.has_perm(f"authz_migration.{_view_codename(MigrationRun)}"):
+    if not _may_view_runs(request):
         return label
     url = reverse("admin:authz_migration_migrationrun_change", args=[run.pk])
     return format_html('<a href="{}">{}</a>', url, label)
 
 
+def _short_datetime(value) -> str:
+    return date_format(localtime(value), "Y-m-d H:i") if value else ""
+
+
 def _view_codename(model) -> str:
     return get_permission_codename("view", model._meta)
+
+
+def _may_view_runs(request) -> bool:
+    """The rule of :meth:`MigrationRunAdmin.has_view_permission`: the view permission."""
+    return request.user.has_perm(f"authz_migration.{_view_codename(MigrationRun)}")
 
 
 class CourseAccessRoleAdmin(admin.ModelAdmin):
@@ -419,14 +430,13 @@ class FlagOverrideAdminMixin(MigrationFeedbackMixin):
             setattr(row, _ROW_INFO, info)
 
     def _runs_changelist_url(self, request) -> str:
-        run_admin = self.admin_site._registry.get(MigrationRun)
-        if request is None or run_admin is None or not run_admin.has_view_permission(request):
+        if request is None or not _may_view_runs(request):
             return ""
         try:
             return reverse(
                 "admin:authz_migration_migrationrun_changelist", current_app=self.admin_site.name
             )
-        except NoReverseMatch:
+        except NoReverseMatch:  # a host site without the run admin
             return ""
 
     def _row_info(self, obj) -> _RowInfo:
@@ -448,9 +458,9 @@ class FlagOverrideAdminMixin(MigrationFeedbackMixin):
         if info.effective is None:
             return self.get_empty_value_display()
         return format_html(
-            "<strong>{}</strong> ({}) <small>{}</small>",
+            '<strong>{}</strong> ({})<br><small class="quiet">{}</small>',
             _("on") if info.effective.enabled else _("off"),
-            _system(info.effective.enabled),
+            _("Casbin") if info.effective.enabled else _("legacy table"),
             _("by %(rule)s") % {"rule": info.effective.source},
         )
 
@@ -553,7 +563,7 @@ class FlagOverrideAdminMixin(MigrationFeedbackMixin):
         self.message_user(
             request,
             format_html(
-                "{} {}<ul>{}</ul>{}",
+                "{} {}{}{}",
                 ngettext(
                     "Drift in %(count)d scope:",
                     "Drift in %(count)d scopes:",
@@ -561,8 +571,8 @@ class FlagOverrideAdminMixin(MigrationFeedbackMixin):
                 )
                 % {"count": len(placements)},
                 _("“Sync now” moves these roles where their flags point."),
-                format_html_join("", "<li>{}: {}</li>", items),
-                _("and %(count)d more") % {"count": more} if more else "",
+                format_html_join("", "<br>• {}: {}", items),
+                format_html("<br>… {}", _("and %(count)d more") % {"count": more}) if more else "",
             ),
             messages.WARNING,
         )
@@ -637,15 +647,42 @@ class FlagOverrideAdmin(FlagOverrideAdminMixin, admin.ModelAdmin):
 
     list_filter = (CurrentOverrideFilter, "waffle_flag", "override_choice", "enabled")
     list_select_related = ("changed_by",)
+    # The mixin's columns are in list_display already ("override" says which row is current).
+    override_columns = ()
     radio_fields = {"override_choice": admin.HORIZONTAL}
+
+    @admin.display(description=gettext_lazy("key"))
+    def key(self, obj):
+        # The watched flag goes without saying; another flag's row says which flag it is.
+        value = getattr(obj, self.scope_field)
+        if obj.waffle_flag == flag_name():
+            return value
+        return format_html('{}<br><small class="quiet">{}</small>', value, obj.waffle_flag)
+
+    @admin.display(description=gettext_lazy("override"), ordering="override_choice")
+    def override(self, obj):
+        return format_html(
+            '{}<br><small class="quiet">{}</small>',
+            obj.get_override_choice_display() if obj.enabled else _("not enabled"),
+            _("current") if self.is_current(obj) else _("superseded"),
+        )
+
+    @admin.display(description=gettext_lazy("changed"), ordering="change_date")
+    def changed(self, obj):
+        by = obj.changed_by.get_username() if obj.changed_by else ""
+        return format_html(
+            '{}<br><small class="quiet">{}</small>',
+            _short_datetime(obj.change_date),
+            _("by %(user)s") % {"user": by} if by else "",
+        )
 
     def get_fieldsets(self, request, obj=None):
         fields = ("waffle_flag", self.scope_field, "override_choice", "enabled", "note")
         if obj is None:
             description = _(
                 "Forces the flag on (roles in Casbin) or off (roles in the legacy table) for "
-                "this key. Unchecked “enabled” removes the override: the key falls through to "
-                "the org override or the global flag."
+                "this key. Unchecked “enabled” removes the override: the next rule decides (a "
+                "course's org override, then the global flag)."
             )
         else:
             description = _(
@@ -656,35 +693,23 @@ class FlagOverrideAdmin(FlagOverrideAdminMixin, admin.ModelAdmin):
 
 
 class CourseFlagOverrideAdmin(FlagOverrideAdmin):
-    list_display = (
-        "course_id",
-        "waffle_flag",
-        "override_choice",
-        "enabled",
-        "is_current",
-        "effective_flag",
-        "change_date",
-        "changed_by",
-        "history_link",
-    )
+    list_display = ("key", "override", "effective_flag", "changed", "history_link")
     list_filter = (*FlagOverrideAdmin.list_filter, CourseKeyFilter)
     search_fields = ("waffle_flag", "course_id")
 
+    @admin.display(description=gettext_lazy("course"), ordering="course_id")
+    def key(self, obj):
+        return super().key(obj)
+
 
 class OrgFlagOverrideAdmin(FlagOverrideAdmin):
-    list_display = (
-        "org",
-        "waffle_flag",
-        "override_choice",
-        "enabled",
-        "is_current",
-        "effective_flag",
-        "change_date",
-        "changed_by",
-        "history_link",
-    )
+    list_display = ("key", "override", "effective_flag", "changed", "history_link")
     list_filter = (*FlagOverrideAdmin.list_filter, OrgKeyFilter)
     search_fields = ("waffle_flag", "org")
+
+    @admin.display(description=gettext_lazy("organization"), ordering="org")
+    def key(self, obj):
+        return super().key(obj)
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -863,18 +888,9 @@ class MigrationRunAdmin(admin.ModelAdmin):
     """Runs are a record written by the app: viewable, never added, edited or deleted by hand
     (an edited run would misstate what happened to the roles), by superusers neither."""
 
-    list_display = (
-        "id",
-        "status_badge",
-        "migration_type",
-        "scope",
-        "trigger",
-        "triggered_by",
-        "created_at",
-        "duration",
-        "moved",
-        "could_not_move",
-    )
+    list_display = ("id", "status_badge", "move", "trigger_and_who", "when")
+    # Runs are numbered as they are written: newest first, on the primary key's index.
+    ordering = ("-id",)
     list_filter = (
         "status",
         "migration_type",
@@ -913,7 +929,7 @@ class MigrationRunAdmin(admin.ModelAdmin):
     def has_view_permission(self, request, obj=None):
         # The view permission itself: the change permission (which grants nothing here) does
         # not imply it.
-        return request.user.has_perm(f"{self.opts.app_label}.{_view_codename(self.model)}")
+        return _may_view_runs(request)
 
     def has_add_permission(self, request):
         return False
@@ -932,9 +948,10 @@ class MigrationRunAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, obj):
         return format_html(
-            '<span class="authz-status authz-status-{}">{}</span>',
+            '<span class="authz-status authz-status-{}">{}</span><br><small>{}</small>',
             obj.status,
             obj.get_status_display(),
+            self.moved_and_not(obj),
         )
 
     @admin.display(description=gettext_lazy("scope"), ordering="scope_key")
@@ -943,17 +960,44 @@ class MigrationRunAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("duration"))
     def duration(self, obj):
-        return format_duration(obj.duration_seconds) or self.get_empty_value_display()
+        return format_duration(_dict(obj.metadata).get("duration_seconds"))
 
-    @admin.display(description=gettext_lazy("moved"))
-    def moved(self, obj):
-        value = _count(_dict(_dict(obj.metadata).get("counts")).get("moved"))
-        return self.get_empty_value_display() if value is None else value
+    @admin.display(description=gettext_lazy("scope"), ordering="scope_key")
+    def move(self, obj):
+        if obj.migration_type == MigrationRun.MigrationType.FORWARD:
+            direction = _("legacy → Casbin")
+        else:
+            direction = _("Casbin → legacy")
+        return format_html('{}<br><small class="quiet">{}</small>', self.scope(obj), direction)
 
-    @admin.display(description=gettext_lazy("could not move"))
-    def could_not_move(self, obj):
-        value = _count(_dict(_dict(obj.metadata).get("counts")).get("could_not_move"))
-        return self.get_empty_value_display() if value is None else value
+    @admin.display(description=gettext_lazy("trigger"), ordering="trigger")
+    def trigger_and_who(self, obj):
+        who = obj.triggered_by.get_username() if obj.triggered_by else ""
+        return format_html(
+            '{}<br><small class="quiet">{}</small>',
+            obj.get_trigger_display(),
+            _("by %(user)s") % {"user": who} if who else "",
+        )
+
+    @admin.display(description=gettext_lazy("when"), ordering="created_at")
+    def when(self, obj):
+        return format_html(
+            '{}<br><small class="quiet">{}</small>',
+            _short_datetime(obj.created_at),
+            self.duration(obj),
+        )
+
+    def moved_and_not(self, obj):
+        counts = _dict(_dict(obj.metadata).get("counts"))
+        moved, stuck = _count(counts.get("moved")), _count(counts.get("could_not_move"))
+        if moved is None and stuck is None:
+            return ""
+        return format_html(
+            '{} · <span class="{}">{}</span>',
+            _("%(count)s moved") % {"count": "-" if moved is None else moved},
+            "authz-stuck" if stuck else "",
+            _("%(count)s could not move") % {"count": "-" if stuck is None else stuck},
+        )
 
 
 if not CourseAccessRole._meta.swapped:

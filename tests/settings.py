@@ -83,5 +83,6 @@ TEMPLATES = [
 ]
 
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+STATIC_URL = "/static/"  # the admin's pages link their CSS; live_server needs it set
 CASBIN_MODEL = authz_migration.CASBIN_MODEL_PATH
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -284,6 +284,8 @@ def test_migration_run_choices():
 
 
 def test_scope_lock_key_is_unique(db):
-    ScopeLock.objects.create(key="instance")
+    # A key of its own: lock rows that other tests' moves committed on a side connection
+    # (guard.ensure_lock_rows) outlive those tests.
+    ScopeLock.objects.create(key="org:UniqueKeyTest")
     with pytest.raises(IntegrityError), transaction.atomic():
-        ScopeLock.objects.create(key="instance")
+        ScopeLock.objects.create(key="org:UniqueKeyTest")
