@@ -93,7 +93,10 @@ def acquire(
             _lock_sqlite(connection)
             return
         # Lock rows exist almost always: try to lock first, create only what was missing.
-        if _lock_rows(connection, org_keys, instance, wait) != wanted:
+        # Rows are counted, not compared: under MariaDB's _ci collations the row of
+        # "org:orga" is the one "org:OrgA" locks (the unique key makes them one row), and
+        # inserting "org:OrgA" from the side connection would wait on our own lock.
+        if len(_lock_rows(connection, org_keys, instance, wait)) < len(wanted):
             ensure_lock_rows(wanted, using=using)
             _lock_rows(connection, org_keys, instance, wait)
     except DatabaseError as exc:

@@ -69,7 +69,8 @@ REASONS = {
     MALFORMED_CASBIN_ROW: "Casbin row not of the form g, user^NAME, role^ROLE, SCOPE",
     VALUE_TOO_LONG: "the target value does not fit its column",
     TARGET_NOT_CONFIRMED: "the target row was not found after writing it",
-    CONFLICTING_ROW: "a legacy row equal but for letter case exists (case-insensitive unique key)",
+    CONFLICTING_ROW: "a legacy row equal but for letter case, accents or trailing spaces exists "
+    "(the unique key ignores them, as under MariaDB's _ci collations)",
 }
 
 

@@ -8,6 +8,7 @@ per-row cascade collection is done (docs/decisions/0005).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -136,8 +137,8 @@ LegacyKey = tuple[int, str, str, str]  # user_id, org, course_id, role
 
 def existing_legacy(keys: set[LegacyKey]) -> tuple[set[LegacyKey], set[LegacyKey]]:
     """The subset of ``keys`` present in the legacy table, and the subset that cannot be
-    inserted because a row equal but for letter case exists (a case-insensitive unique key,
-    as under MariaDB's _ci collations). One query."""
+    inserted because a row equal but for letter case, accents or trailing spaces exists (a
+    unique key that ignores them, as under MariaDB's _ci PAD SPACE collations). One query."""
     if not keys:
         return set(), set()
     users = {k[0] for k in keys}
@@ -159,7 +160,15 @@ def existing_legacy(keys: set[LegacyKey]) -> tuple[set[LegacyKey], set[LegacyKey
 
 
 def _fold(key: LegacyKey) -> tuple:
-    return (key[0], *(value.casefold() for value in key[1:]))
+    return (key[0], *(_fold_text(value) for value in key[1:]))
+
+
+def _fold_text(value: str) -> str:
+    """What MariaDB's default collations (utf8mb4 ``_ci``, PAD SPACE) compare as equal:
+    letter case, accents and trailing spaces."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    stripped = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return stripped.casefold().rstrip(" ")
 
 
 def insert_legacy(keys: list[LegacyKey]) -> int:

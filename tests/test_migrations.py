@@ -7,11 +7,13 @@ app forward again, so the database is fully migrated for the tests that follow.
 
 from __future__ import annotations
 
+import inspect
 import io
+import re
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, models
 from django.db.migrations.loader import MigrationLoader
 
 APP = "authz_migration"
@@ -127,3 +129,166 @@ def test_no_missing_migrations():
     # --check exits with status 1 (SystemExit) when the models need a migration.
     call_command("makemigrations", APP, "--check", "--dry-run", stdout=out, verbosity=1)
     assert "No changes detected" in out.getvalue()
+
+
+# --- safe schema migrations: linters ------------------------------------------------------------
+#
+# A failed migration on MySQL/MariaDB is left half applied (DDL is not transactional there), so
+# each migration of this app stays small and single-purpose, reversible, and free of data
+# rewrites. Two linters check that: django-migration-linter (backward-incompatible SQL, as
+# generated for the database under test, and RunPython conventions), and the app's own rules
+# below, which read the migration operations themselves.
+
+# Operations that rewrite or drop data, or rename what running code still reads: not in this
+# app's migrations (a rolling deploy runs old and new code side by side).
+FORBIDDEN_OPERATIONS = (
+    "RunSQL",
+    "RemoveField",
+    "DeleteModel",
+    "RenameField",
+    "RenameModel",
+    "AlterModelTable",
+)
+# What a RunPython function must not do: touch rows (DDL through the schema editor is fine).
+DATA_ACCESS = re.compile(
+    r"\.objects\b|\.save\(|\.delete\(|\.update\(|bulk_create|bulk_update|\.cursor\(|\.execute\("
+)
+
+
+def migration_problems(migration) -> list[str]:
+    """What makes ``migration`` unsafe to run on a live MariaDB, PostgreSQL or SQLite site."""
+    from django.db import migrations as ops
+
+    problems = []
+    created = {op.name.lower() for op in migration.operations if isinstance(op, ops.CreateModel)}
+    touched = set()
+    for op in migration.operations:
+        kind = type(op).__name__
+        if kind in FORBIDDEN_OPERATIONS:
+            problems.append(f"{kind} (drops, renames or rewrites what old code reads)")
+        if getattr(op, "reversible", True) is False:
+            problems.append(f"{kind} is not reversible")
+        if isinstance(op, ops.RunPython):
+            if len(migration.operations) > 1:
+                problems.append("RunPython shares its migration with other operations")
+            for code in (op.code, op.reverse_code):
+                if code is not None and DATA_ACCESS.search(inspect.getsource(code)):
+                    problems.append(f"RunPython {code.__name__} reads or writes rows")
+            continue
+        model = getattr(op, "model_name", None) or getattr(op, "name", "")
+        touched.add(model.lower())
+        field = getattr(op, "field", None)
+        if isinstance(op, ops.AddField) and model.lower() not in created:
+            if field.unique and field.has_default():
+                problems.append(f"AddField {model}.{op.name}: a unique column with a default")
+            if not field.null and not field.has_default() and not field.many_to_many:
+                problems.append(f"AddField {model}.{op.name}: NOT NULL without a default")
+        if isinstance(op, ops.AlterField) and field.unique:
+            problems.append(f"AlterField {model}.{op.name} makes a column unique")
+        if isinstance(op, ops.AddConstraint) and model.lower() not in created:
+            if isinstance(op.constraint, models.UniqueConstraint):
+                problems.append(f"AddConstraint {op.constraint.name}: unique on a populated table")
+    if len(touched) > 1:
+        problems.append(f"touches several models at once: {sorted(touched)}")
+    return problems
+
+
+def app_migrations() -> list:
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    return [loader.disk_migrations[(APP, name)] for name in migration_names()]
+
+
+def test_every_migration_follows_the_safety_rules():
+    found = {m.name: migration_problems(m) for m in app_migrations()}
+    assert {name: problems for name, problems in found.items() if problems} == {}
+
+
+def _fake_migration(*operations):
+    from django.db import migrations as ops
+
+    return type("Migration", (ops.Migration,), {"operations": list(operations)})("0099_x", APP)
+
+
+def _rewrite_roles(apps, schema_editor):
+    apps.get_model(APP, "CourseAccessRole").objects.update(role="staff")
+
+
+def test_the_safety_rules_catch_unsafe_migrations():
+    """The rules above are only worth something if they fire: each unsafe kind of operation
+    is reported."""
+    from django.db import migrations as ops
+
+    unsafe = {
+        "raw SQL": [ops.RunSQL("UPDATE t SET x = 1", reverse_sql="")],
+        "no reverse": [ops.RunPython(migrations_noop)],
+        "data rewrite": [ops.RunPython(_rewrite_roles, migrations_noop)],
+        "unique with default": [
+            ops.AddField(
+                "migrationrun", "token", models.CharField(max_length=8, unique=True, default="x")
+            )
+        ],
+        "not null without default": [
+            ops.AddField("migrationrun", "token", models.CharField(max_length=8))
+        ],
+        "unique constraint on a populated table": [
+            ops.AddConstraint(
+                "migrationrun", models.UniqueConstraint(fields=["scope_key"], name="one_run")
+            )
+        ],
+        "drop": [ops.RemoveField("migrationrun", "metadata")],
+        "two models": [
+            ops.AddIndex("migrationrun", models.Index(fields=["trigger"], name="a")),
+            ops.AddIndex("scopelock", models.Index(fields=["key"], name="b")),
+        ],
+    }
+    for what, operations in unsafe.items():
+        assert migration_problems(_fake_migration(*operations)), what
+    safe = _fake_migration(
+        ops.AddField("migrationrun", "note", models.TextField(blank=True, default="")),
+        ops.AddIndex("migrationrun", models.Index(fields=["trigger"], name="authz_mig_x")),
+    )
+    assert migration_problems(safe) == []
+
+
+def migrations_noop(apps, schema_editor):
+    """A RunPython body that does nothing."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_migration_linter_finds_nothing(capsys):
+    """django-migration-linter over this app's migrations, with the SQL that ``sqlmigrate``
+    generates for the database under test; every warning counts as an error."""
+    from django_migration_linter import MigrationLinter
+
+    linter = MigrationLinter(
+        include_apps=[APP], all_warnings_as_errors=True, no_cache=True, database="default"
+    )
+    linter.lint_all_migrations(app_label=APP)
+    linter.print_summary()
+    report = capsys.readouterr().out
+    assert linter.nb_total == len(migration_names()), report
+    assert (linter.has_errors, linter.nb_warnings) == (False, 0), report
+    assert linter.nb_valid == linter.nb_total, report
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unapplying_the_casbin_index_keeps_every_casbin_row(server_db):
+    """0006 adds an index to a table this app does not own: taking it off again (and putting
+    it back) must leave casbin_rule's rows exactly as they were."""
+    from casbin_adapter.models import CasbinRule
+
+    names = migration_names()
+    rows = [
+        CasbinRule(ptype="g", v0=f"user^u{i}", v1="role^course_staff", v2=f"course-v1^k{i}")
+        for i in range(50)
+    ]
+    CasbinRule.objects.bulk_create(rows)
+    before = sorted(CasbinRule.objects.values_list("id", "ptype", "v0", "v1", "v2"))
+    try:
+        migrate("0005_scopelock")
+        assert not has_casbin_index()
+        assert sorted(CasbinRule.objects.values_list("id", "ptype", "v0", "v1", "v2")) == before
+    finally:
+        migrate(names[-1])
+    assert has_casbin_index()
+    assert sorted(CasbinRule.objects.values_list("id", "ptype", "v0", "v1", "v2")) == before
