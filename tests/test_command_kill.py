@@ -311,12 +311,13 @@ def test_sigkill_mid_sync_loses_nothing_and_a_rerun_finishes(population, tmp_pat
     assert process.returncode == -signal.SIGKILL
     assert inside, "never saw the child inside a batch"
 
-    # Partial progress: some batches committed, much is left.
+    # Partial progress: some batches committed, some work is left (how much depends on the
+    # speed of the machine; the batch the kill interrupted is left at least).
     wait_until_locks_are_free()
     runs = MigrationRun.objects.count()
     assert runs >= RUNS_BEFORE_STOPPING
     assert CasbinRule.objects.count() > seeded_casbin
-    assert len(misplaced()) > 1000
+    assert misplaced()
     assert_consistent(seeded, seeded_legacy, seeded_casbin)
 
     done = run_to_completion(tmp_path, "rerun")
@@ -350,7 +351,7 @@ def test_ctrl_c_mid_sync_finishes_the_batch_exits_130_and_a_rerun_finishes(popul
     # Stopped cleanly: no lock held, and part of the work is left.
     with transaction.atomic():
         guard.acquire(instance=True, wait=False)
-    assert len(misplaced()) > 1000
+    assert misplaced()
     assert_consistent(seeded, seeded_legacy, seeded_casbin)
 
     done = run_to_completion(tmp_path, "rerun")
