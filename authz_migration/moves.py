@@ -171,27 +171,18 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
             continue
         planned.append((row, target))
 
-    wanted = {target for _, target in planned}
-    present = existing_casbin(wanted)
-    missing = wanted - present
-    result.already_present = sum(1 for _, target in planned if target in present)
-    if dry_run:
-        result.created = len(missing)
-        result.moved = len(planned)
-        return result
-    inserted = insert_casbin(sorted(missing))
-    # The statement's row count proves the targets exist; only a shortfall (a trigger that
-    # silently skipped a row) costs a read to find out which.
-    confirmed = wanted if inserted == len(missing) else existing_casbin(wanted)
-    removable = []
-    for row, target in planned:
-        if target in confirmed:
-            removable.append(row.pk)
-        else:
-            result.problem(TARGET_NOT_CONFIRMED, {"id": row.pk, "scope": target[2]})
-    result.moved = delete_legacy(removable)
-    result.created = len(missing & confirmed)
-    result.casbin_added = sorted(missing & confirmed)
+    present = existing_casbin({target for _, target in planned})
+    _, created = _write_then_delete(
+        result,
+        planned,
+        present,
+        dry_run=dry_run,
+        insert=insert_casbin,
+        reread=existing_casbin,
+        delete=delete_legacy,
+        scope=lambda row, target: target[2],
+    )
+    result.casbin_added = sorted(created)
     return result
 
 
@@ -238,21 +229,40 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
                 result.problem(CONFLICTING_ROW, {"id": row.pk, "user": row.v0, "scope": row.v2})
         planned = [(row, target) for row, target in planned if target not in clashing]
         wanted -= clashing
+    moved, _ = _write_then_delete(
+        result,
+        planned,
+        present,
+        dry_run=dry_run,
+        insert=insert_legacy,
+        reread=lambda keys: existing_legacy(keys)[0],
+        delete=delete_casbin,
+        scope=lambda row, target: row.v2,
+    )
+    result.casbin_removed = [(row.v0, row.v1, row.v2) for row, _ in moved]
+    return result
+
+
+def _write_then_delete(result, planned, present, *, dry_run, insert, reread, delete, scope):
+    """Write the targets that are missing, confirm them, then delete exactly the source rows
+    whose target is confirmed. Returns the (row, target) pairs that moved and the targets
+    written. Three statements at most; a dry run only counts."""
+    wanted = {target for _, target in planned}
     missing = wanted - present
     result.already_present = sum(1 for _, target in planned if target in present)
     if dry_run:
         result.created = len(missing)
         result.moved = len(planned)
-        return result
-    inserted = insert_legacy(sorted(missing))
-    confirmed = wanted if inserted == len(missing) else existing_legacy(wanted)[0]
-    removable = []
+        return [], set()
+    inserted = insert(sorted(missing))
+    # The statement's row count proves the targets exist; only a shortfall (a trigger that
+    # silently skipped a row) costs a read to find out which.
+    confirmed = wanted if inserted == len(missing) else reread(wanted)
+    moved = [(row, target) for row, target in planned if target in confirmed]
     for row, target in planned:
-        if target in confirmed:
-            removable.append(row.pk)
-            result.casbin_removed.append((row.v0, row.v1, row.v2))
-        else:
-            result.problem(TARGET_NOT_CONFIRMED, {"id": row.pk, "scope": row.v2})
-    result.moved = delete_casbin(removable)
-    result.created = len(missing & confirmed)
-    return result
+        if target not in confirmed:
+            result.problem(TARGET_NOT_CONFIRMED, {"id": row.pk, "scope": scope(row, target)})
+    result.moved = delete([row.pk for row, _ in moved])
+    created = missing & confirmed
+    result.created = len(created)
+    return moved, created
