@@ -1,0 +1,62 @@
+"""A source row is deleted only when its target row exists: a target the database silently
+did not write (a trigger that skips the row) leaves its source in place, reported."""
+
+import pytest
+from django.db import connection
+
+from authz_migration import api
+from authz_migration.conf import legacy_role_model
+from authz_migration.models import MigrationRun
+from authz_migration.stores import casbin_rule_model
+
+SKIP_TRIGGERS = {
+    # A BEFORE trigger returning NULL drops the row without an error.
+    "postgresql": [
+        """CREATE FUNCTION authz_test_skip() RETURNS trigger AS $$
+           BEGIN IF NEW.v0 = 'user^skipme' THEN RETURN NULL; END IF; RETURN NEW; END;
+           $$ LANGUAGE plpgsql""",
+        """CREATE TRIGGER authz_test_skip BEFORE INSERT ON casbin_rule
+           FOR EACH ROW EXECUTE FUNCTION authz_test_skip()""",
+    ],
+    # RAISE(IGNORE) abandons the row's insert without an error.
+    "sqlite": [
+        """CREATE TRIGGER authz_test_skip BEFORE INSERT ON casbin_rule
+           WHEN NEW.v0 = 'user^skipme' BEGIN SELECT RAISE(IGNORE); END""",
+    ],
+}
+DROP = {
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS authz_test_skip ON casbin_rule",
+        "DROP FUNCTION IF EXISTS authz_test_skip()",
+    ],
+    "sqlite": ["DROP TRIGGER IF EXISTS authz_test_skip"],
+}
+
+
+@pytest.fixture
+def skipping_trigger():
+    if connection.vendor not in SKIP_TRIGGERS:
+        pytest.skip("MariaDB triggers cannot skip a row silently: they fail it")
+    with connection.cursor() as cursor:
+        for sql in SKIP_TRIGGERS[connection.vendor]:
+            cursor.execute(sql)
+    yield
+    with connection.cursor() as cursor:
+        for sql in DROP[connection.vendor]:
+            cursor.execute(sql)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unwritten_target_keeps_its_source(make_user, grant, skipping_trigger):
+    grant(make_user("skipme"), "course-v1:OrgA+C1+R", "staff")
+    grant(make_user("alice"), "course-v1:OrgA+C1+R", "instructor")
+
+    outcome = api.migrate_org("OrgA", True, force=True)
+
+    assert outcome.status == MigrationRun.Status.PARTIAL_SUCCESS
+    assert outcome.moved == 1
+    [row] = outcome.metadata["could_not_move"]["target_not_confirmed"]["rows"]
+    assert row["scope"] == "course-v1^course-v1:OrgA+C1+R"
+    remaining = legacy_role_model().objects.values_list("user__username", "role")
+    assert list(remaining) == [("skipme", "staff")]
+    assert list(casbin_rule_model().objects.values_list("v0", flat=True)) == ["user^alice"]
