@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from casbin.model.policy_op import PolicyOp
 from django.conf import settings
@@ -19,6 +21,21 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 SECTION = PTYPE = "g"
+
+# False while a management command moves roles: its process serves no permission checks and
+# exits afterwards, and pycasbin updates an enforcer rule by rule, which over a whole instance
+# would cost more than the moves themselves. Other processes are still told by the watcher.
+_follow_in_process: ContextVar[bool] = ContextVar("authz_migration_follow", default=True)
+
+
+@contextmanager
+def watcher_only():
+    """Within this block, moves notify the watcher but leave this process's enforcer alone."""
+    token = _follow_in_process.set(False)
+    try:
+        yield
+    finally:
+        _follow_in_process.reset(token)
 
 
 def _loaded_enforcer():
@@ -35,8 +52,9 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
     if not (added or removed):
         return
     enforcer = _loaded_enforcer()
-    if enforcer is None:
-        _notify_watcher(getattr(settings, "CASBIN_WATCHER", None), added, removed)
+    if enforcer is None or not _follow_in_process.get():
+        watcher = getattr(enforcer, "watcher", None) or getattr(settings, "CASBIN_WATCHER", None)
+        _notify_watcher(watcher, added, removed)
         return
     added = [list(rule) for rule in added]
     removed = [list(rule) for rule in removed]

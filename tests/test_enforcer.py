@@ -514,3 +514,23 @@ def test_another_process_follows_moves_through_a_redis_watcher(
     assert roles(loaded) == []
     assert "other" not in seen
     assert not knows_rogue(loaded)
+
+
+def test_the_command_notifies_the_watcher_but_leaves_its_own_enforcer(
+    loaded, roles_of_org, global_flag
+):
+    """A management command's process serves no permission checks and exits: updating its
+    enforcer rule by rule would cost more than the moves. Other processes still hear of it."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    watcher = RecordingWatcher()
+    loaded.watcher = watcher
+    global_flag(True)
+
+    call_command("authz_migrate", "sync", "--org", ORG, "--no-input", stdout=StringIO())
+
+    assert casbin_triples()  # the roles moved
+    assert enforcer_triples(loaded) == set()  # this process's enforcer was left alone
+    assert watcher.calls  # other processes were told

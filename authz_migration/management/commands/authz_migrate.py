@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from authz_migration import api
+from authz_migration.enforcer import watcher_only
 from authz_migration.models import MigrationRun
 from authz_migration.reporting import Progress, Summary
 from authz_migration.roles import InvalidCourseKey, InvalidOrg
@@ -177,7 +178,7 @@ class Command(BaseCommand):
             tty=self.stdout.isatty(),
         )
         stop = _StopFlag()
-        with stop.installed():
+        with stop.installed(), watcher_only():
             for outcome in api.run_in_batches(
                 moves,
                 trigger=MigrationRun.Trigger.COMMAND,
