@@ -102,6 +102,26 @@ def role_multiset() -> Counter:
     return found
 
 
+def legacy_roles() -> Counter:
+    """(username, role, scope) of every legacy row; scope is the course key or org:ORG."""
+    rows = legacy_role_model().objects.values_list("user__username", "org", "course_id", "role")
+    return Counter((user, role, str(course) or f"org:{org}") for user, org, course, role in rows)
+
+
+def casbin_roles() -> Counter:
+    """(username, legacy role, scope) of every Casbin row, mapped back with the role map
+    (a Casbin role outside it is kept as it is)."""
+    reverse = reverse_role_map()
+    found: Counter = Counter()
+    for v0, v1, v2 in casbin_rule_model().objects.values_list("v0", "v1", "v2"):
+        scope = v2.removeprefix("course-v1^")
+        if scope.endswith("+*"):
+            scope = "org:" + scope.removeprefix("course-v1:").removesuffix("+*")
+        role = reverse.get(v1.removeprefix("role^"), v1)
+        found[(v0.removeprefix("user^"), role, scope)] += 1
+    return found
+
+
 def duplicate_casbin_rows() -> list:
     """(ptype, v0, v1, v2) groups that occur more than once in casbin_rule."""
     from django.db.models import Count

@@ -29,10 +29,10 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connections, transaction
 
 from authz_migration import api, guard
-from authz_migration.conf import legacy_role_model
 from authz_migration.management.commands import authz_migrate as command_module
 from authz_migration.models import MigrationRun
 from authz_migration.reporting import Progress
+from tests.helpers import casbin_roles, legacy_roles
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,6 @@ LEGACY_TO_CASBIN = {
     "beta_testers": "course_beta_tester",
     "ccx_coach": "ccx_coach",
 }
-CASBIN_TO_LEGACY = {casbin: legacy for legacy, casbin in LEGACY_TO_CASBIN.items()}
 
 LEGACY, CASBIN = "legacy", "casbin"
 
@@ -100,24 +99,6 @@ def add_casbin(username: str, legacy_role: str, scope: str) -> CasbinRule:
         v1=f"role^{LEGACY_TO_CASBIN[legacy_role]}",
         v2=f"course-v1^{key}",
     )
-
-
-def legacy_roles() -> Counter:
-    """(username, role, scope) of every legacy row; scope is the course key or org:ORG."""
-    rows = legacy_role_model().objects.values_list("user__username", "org", "course_id", "role")
-    return Counter((user, role, str(course) or f"org:{org}") for user, org, course, role in rows)
-
-
-def casbin_roles() -> Counter:
-    """(username, legacy role, scope) of every Casbin row, mapped back with the role map."""
-    found: Counter = Counter()
-    for v0, v1, v2 in CasbinRule.objects.values_list("v0", "v1", "v2"):
-        scope = v2.removeprefix("course-v1^")
-        if scope.endswith("+*"):
-            scope = "org:" + scope.removeprefix("course-v1:").removesuffix("+*")
-        role = CASBIN_TO_LEGACY.get(v1.removeprefix("role^"), v1)
-        found[(v0.removeprefix("user^"), role, scope)] += 1
-    return found
 
 
 def all_roles() -> Counter:

@@ -31,6 +31,7 @@ from django.db.models import Count
 from authz_migration import api, guard
 from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun, ScopeLock
+from tests.helpers import casbin_roles, legacy_roles
 
 pytestmark = [pytest.mark.server_db, pytest.mark.slow]
 
@@ -45,7 +46,6 @@ LEGACY_TO_CASBIN = {
     "beta_testers": "course_beta_tester",
     "ccx_coach": "ccx_coach",
 }
-CASBIN_TO_LEGACY = {casbin: legacy for legacy, casbin in LEGACY_TO_CASBIN.items()}
 ROLES = list(LEGACY_TO_CASBIN)
 
 ORGS = ["OrgA", "OrgB", "OrgC"]
@@ -79,21 +79,6 @@ def expected_system(scope: str) -> bool:
 
 
 # --- both systems --------------------------------------------------------------------------
-
-
-def legacy_roles() -> Counter:
-    rows = legacy_role_model().objects.values_list("user__username", "org", "course_id", "role")
-    return Counter((user, role, str(course) or f"org:{org}") for user, org, course, role in rows)
-
-
-def casbin_roles() -> Counter:
-    found: Counter = Counter()
-    for v0, v1, v2 in CasbinRule.objects.values_list("v0", "v1", "v2"):
-        scope = v2.removeprefix("course-v1^")
-        if scope.endswith("+*"):
-            scope = "org:" + scope.removeprefix("course-v1:").removesuffix("+*")
-        found[(v0.removeprefix("user^"), CASBIN_TO_LEGACY[v1.removeprefix("role^")], scope)] += 1
-    return found
 
 
 def duplicate_casbin_rows() -> list:
