@@ -15,6 +15,7 @@ import logging
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from casbin.model.policy import DEFAULT_SEP
 from casbin.model.policy_op import PolicyOp
 from django.conf import settings
 
@@ -60,22 +61,28 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
     removed = [list(rule) for rule in removed]
     model = enforcer.model
     role_manager = enforcer.rm_map.get(PTYPE) if enforcer.rm_map else None
-    if added:
-        fresh = [rule for rule in added if not model.has_policy(SECTION, PTYPE, rule)]
-        for rule in fresh:
-            model.add_policy(SECTION, PTYPE, rule)
-        if role_manager is not None and fresh:
-            model.build_incremental_role_links(
-                role_manager, PolicyOp.Policy_add, SECTION, PTYPE, fresh
-            )
-    if removed:
-        present = [rule for rule in removed if model.has_policy(SECTION, PTYPE, rule)]
-        for rule in present:
-            model.remove_policy(SECTION, PTYPE, rule)
-        if role_manager is not None and present:
-            model.build_incremental_role_links(
-                role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
-            )
+    # pycasbin keeps a policy as a list, and its has_policy/add_policy/remove_policy scan it
+    # once per rule: a move of k rules would cost k passes over the whole policy. One pass
+    # per move instead: a set of what is there, then appends or a single rebuild.
+    assertion = model[SECTION][PTYPE]
+    held = {tuple(rule) for rule in assertion.policy}
+    fresh = [rule for rule in added if tuple(rule) not in held]
+    present = [rule for rule in removed if tuple(rule) in held]
+    for rule in fresh:
+        assertion.policy.append(rule)
+    if present:
+        gone = {tuple(rule) for rule in present}
+        assertion.policy[:] = [rule for rule in assertion.policy if tuple(rule) not in gone]
+    if fresh or present:
+        assertion.policy_map = {
+            DEFAULT_SEP.join(rule): index for index, rule in enumerate(assertion.policy)
+        }
+    if role_manager is not None and fresh:
+        model.build_incremental_role_links(role_manager, PolicyOp.Policy_add, SECTION, PTYPE, fresh)
+    if role_manager is not None and present:
+        model.build_incremental_role_links(
+            role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
+        )
     _notify_watcher(getattr(enforcer, "watcher", None), added, removed)
 
 

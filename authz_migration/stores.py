@@ -163,7 +163,10 @@ def existing_legacy(keys: set[LegacyKey]) -> tuple[set[LegacyKey], set[LegacyKey
         ).values_list("user_id", "org", "course_id", "role")
     found = {(uid, org or "", str(course or ""), role) for uid, org, course, role in rows}
     present = found & keys
-    folded = {_fold(key) for key in found - present}
+    others = found - present
+    if not others:  # nothing equal but for case: no clash to look for (the common case)
+        return present, set()
+    folded = {_fold(key) for key in others}
     return present, {key for key in keys - present if _fold(key) in folded}
 
 
