@@ -93,7 +93,15 @@ def plan(
     orgs = [validate_org(o) for o in orgs]
     if action == "sync":
         if everything:
-            return [Move(FORWARD, INSTANCE), Move(ROLLBACK, INSTANCE)]
+            # Each pass reads the rows its source table held when the sync was planned: the
+            # rows the forward pass writes into Casbin are in place by construction, and
+            # re-reading them in the rollback pass would double the work. A row written
+            # after planning is its writer's business (a receiver moves what an override
+            # save flips) or the next sync's.
+            return [
+                Move(FORWARD, INSTANCE, until=stores.last_pk(legacy=True)),
+                Move(ROLLBACK, INSTANCE, until=stores.last_pk(legacy=False)),
+            ]
         moves = [Move(_direction(flags.is_authz_enabled(c)), COURSE, c) for c in courses]
         for org in orgs:
             org_state = flags.org_effective_state(org).enabled
@@ -178,7 +186,7 @@ def sync_instance(**options) -> Iterator[Outcome]:
 
 def source_rows(moves: list[Move]) -> int:
     """How many rows the moves will read (one COUNT per move), for progress and ETA."""
-    return sum(stores.count_source(m.selection, m.direction == FORWARD) for m in moves)
+    return sum(stores.count_source(m.selection, m.direction == FORWARD, m.until) for m in moves)
 
 
 def _directed(scope_type, key, selection, forward, force, trigger, user, options) -> Outcome:

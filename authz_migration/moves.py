@@ -99,77 +99,99 @@ class BatchResult:
         return sum(len(rows) for rows in self.problems.values())
 
 
-def _placement(decide: Decide, org: str, course: str | None, result: BatchResult, target: bool):
-    """True when the row must move toward ``target``; counts it otherwise."""
-    where = decide(org, course)
-    if where is None:
-        result.excluded += 1
-        if course:
-            result.excluded_courses.add(course)
-        return False
-    if where != target:
-        result.in_place += 1
-        return False
-    return True
-
-
-def _unplaceable(result: BatchResult, row: LegacyRow, mapping, reason: str, describe: dict):
+def _unplaceable(result: BatchResult, row: LegacyRow, mapping, reason: str):
     """A legacy row whose scope names no course of an org. A role outside the map is not a
     course-authoring role and was never going to move (Open edX's global roles such as
     ``course_creator_group`` have neither org nor course; ``library_user`` has a library key):
     not migrated, not a problem. A mapped role there is a row that cannot move."""
     if row.role in mapping:
-        result.problem(reason, describe)
+        result.problem(reason, _describe_legacy(row))
     else:
         result.not_migrated[row.role] += 1
+
+
+def _describe_legacy(row: LegacyRow, **more) -> dict:
+    return {"id": row.pk, "role": row.role, "scope": row.course_id or row.org, **more}
+
+
+# Where a batch's rows go is worked out once per distinct scope, not once per row: an org's
+# rows share a few hundred course keys (five or more roles per course).
+LIBRARY = "library"
+
+
+def _legacy_place(course_id: str, org: str, decide: Decide):
+    """A reason string when the scope cannot be placed (or LIBRARY), else (org, course,
+    Casbin scope, decide(org, course))."""
+    if course_id.startswith(LIBRARY_KEY_PREFIXES):
+        # Library roles are not course-authoring roles: openedx-authz scopes libraries
+        # apart (lib^...). They stay in the legacy table, counted, not reported.
+        return LIBRARY
+    if course_id:
+        try:
+            course = normalize_course_key(course_id)
+            org = org_of(course)
+        except InvalidCourseKey:
+            return MALFORMED_COURSE_KEY
+        return org, course, course_scope_key(course), decide(org, course)
+    if org:
+        try:
+            org = validate_org(org)
+        except InvalidOrg:
+            return INVALID_ORG
+        return org, None, org_scope_key(org), decide(org, None)
+    return NO_SCOPE
+
+
+def _count_unmoved(result: BatchResult, where, course: str | None) -> None:
+    """A row that stays: excluded from this move (``where`` None) or already where it
+    belongs."""
+    if where is None:
+        result.excluded += 1
+        if course:
+            result.excluded_courses.add(course)
+    else:
+        result.in_place += 1
 
 
 def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = False):
     """Move legacy rows whose course belongs in Casbin to Casbin."""
     result = BatchResult(scanned=len(rows))
     mapping = role_map()
-    names = usernames(row.user_id for row in rows)
+    casbin_roles = {legacy: role_key(casbin) for legacy, casbin in mapping.items()}
+    subjects = {
+        uid: subject_key(name) for uid, name in usernames(r.user_id for r in rows).items() if name
+    }
     limit = max_length(casbin_rule_model(), "v2") or 255
+    places: dict[tuple[str, str], object] = {}
     planned: list[tuple[LegacyRow, tuple[str, str, str]]] = []
     for row in rows:
-        describe = {"id": row.pk, "role": row.role, "scope": row.course_id or row.org}
-        if row.course_id.startswith(LIBRARY_KEY_PREFIXES):
-            # Library roles are not course-authoring roles: openedx-authz scopes libraries
-            # apart (lib^...). They stay in the legacy table, counted, not reported.
+        key = (row.course_id, "" if row.course_id else row.org)
+        place = places.get(key)
+        if place is None:
+            place = places[key] = _legacy_place(row.course_id, row.org, decide)
+        if place.__class__ is str:
+            if place == LIBRARY:
+                result.not_migrated[row.role] += 1
+            else:
+                _unplaceable(result, row, mapping, place)
+            continue
+        _, course, scope, where = place
+        if not where:
+            _count_unmoved(result, where, course)
+            continue
+        role = casbin_roles.get(row.role)
+        if role is None:
             result.not_migrated[row.role] += 1
             continue
-        if row.course_id:
-            try:
-                course = normalize_course_key(row.course_id)
-                org = org_of(course)
-            except InvalidCourseKey:
-                _unplaceable(result, row, mapping, MALFORMED_COURSE_KEY, describe)
-                continue
-            scope = course_scope_key(course)
-        elif row.org:
-            try:
-                org = validate_org(row.org)
-            except InvalidOrg:
-                _unplaceable(result, row, mapping, INVALID_ORG, describe)
-                continue
-            course, scope = None, org_scope_key(org)
-        else:
-            _unplaceable(result, row, mapping, NO_SCOPE, describe)
+        subject = subjects.get(row.user_id)
+        if subject is None:
+            result.problem(USER_MISSING, _describe_legacy(row, user_id=row.user_id))
             continue
-        if not _placement(decide, org, course, result, target=True):
+        if len(subject) > limit or len(role) > limit or len(scope) > limit:
+            username = subject[len(SUBJECT_NAMESPACE) :]
+            result.problem(VALUE_TOO_LONG, _describe_legacy(row, user=username))
             continue
-        if row.role not in mapping:
-            result.not_migrated[row.role] += 1
-            continue
-        username = names.get(row.user_id)
-        if not username:
-            result.problem(USER_MISSING, {**describe, "user_id": row.user_id})
-            continue
-        target = (subject_key(username), role_key(mapping[row.role]), scope)
-        if any(len(value) > limit for value in target):
-            result.problem(VALUE_TOO_LONG, {**describe, "user": username})
-            continue
-        planned.append((row, target))
+        planned.append((row, (subject, role, scope)))
 
     present = existing_casbin({target for _, target in planned})
     _, created = _write_then_delete(
@@ -186,40 +208,57 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
     return result
 
 
+def _casbin_place(v2: str, decide: Decide, legacy_limits: tuple[int, int]):
+    """None when ``v2`` is no scope of this app, else (org, course, decide(org, course),
+    whether org and course fit the legacy columns)."""
+    scope = parse_scope(v2)
+    if scope is None:
+        return None
+    org, course = scope
+    fits = len(org) <= legacy_limits[0] and len(course or "") <= legacy_limits[1]
+    return org, course, decide(org, course), fits
+
+
 def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = False):
     """Move Casbin role rows whose course belongs in the legacy table back to it."""
     result = BatchResult(scanned=len(rows))
-    legacy_roles = reverse_role_map()
+    legacy_roles = {role_key(casbin): legacy for casbin, legacy in reverse_role_map().items()}
     model = legacy_role_model()
-    org_limit = max_length(model, "org") or 64
-    course_limit = max_length(model, "course_id") or 255
+    limits = (max_length(model, "org") or 64, max_length(model, "course_id") or 255)
+    places: dict[str, object] = {}
+    names: dict[str, str | None] = {}
     parsed = []
     for row in rows:
-        describe = {"id": row.pk, "subject": row.v0, "role": row.v1, "scope": row.v2}
-        scope = parse_scope(row.v2)
-        username = strip_namespace(row.v0, SUBJECT_NAMESPACE)
-        casbin_role = strip_namespace(row.v1, ROLE_NAMESPACE)
-        if scope is None or username is None or casbin_role is None or any(row.extra):
-            result.problem(MALFORMED_CASBIN_ROW, describe)
+        place = places.get(row.v2, False)
+        if place is False:
+            place = places[row.v2] = _casbin_place(row.v2, decide, limits)
+        username = names.get(row.v0, False)
+        if username is False:
+            username = names[row.v0] = strip_namespace(row.v0, SUBJECT_NAMESPACE)
+        if place is None or username is None or any(row.extra) or not _is_role(row.v1):
+            result.problem(MALFORMED_CASBIN_ROW, _describe_casbin(row))
             continue
-        org, course = scope
-        if not _placement(decide, org, course, result, target=False):
+        org, course, where, fits = place
+        if where is None or where:
+            _count_unmoved(result, where, course)
             continue
-        if casbin_role not in legacy_roles:
-            result.not_migrated[casbin_role] += 1
+        legacy_role = legacy_roles.get(row.v1)
+        if legacy_role is None:
+            result.not_migrated[row.v1[len(ROLE_NAMESPACE) :]] += 1
             continue
-        if len(org) > org_limit or len(course or "") > course_limit:
-            result.problem(VALUE_TOO_LONG, describe)
+        if not fits:
+            result.problem(VALUE_TOO_LONG, _describe_casbin(row))
             continue
-        parsed.append((row, username, org, course or "", legacy_roles[casbin_role]))
+        parsed.append((row, username, org, course or "", legacy_role))
 
     ids = user_ids(username for _, username, _, _, _ in parsed)
     planned: list[tuple[CasbinRow, tuple[int, str, str, str]]] = []
     for row, username, org, course, role in parsed:
-        if username not in ids:
+        user_id = ids.get(username)
+        if user_id is None:
             result.problem(UNKNOWN_USER, {"id": row.pk, "user": username, "scope": row.v2})
             continue
-        planned.append((row, (ids[username], org, course, role)))
+        planned.append((row, (user_id, org, course, role)))
 
     wanted = {target for _, target in planned}
     present, clashing = existing_legacy(wanted)
@@ -241,6 +280,14 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
     )
     result.casbin_removed = [(row.v0, row.v1, row.v2) for row, _ in moved]
     return result
+
+
+def _is_role(v1: str) -> bool:
+    return strip_namespace(v1, ROLE_NAMESPACE) is not None
+
+
+def _describe_casbin(row: CasbinRow) -> dict:
+    return {"id": row.pk, "subject": row.v0, "role": row.v1, "scope": row.v2}
 
 
 def _write_then_delete(result, planned, present, *, dry_run, insert, reread, delete, scope):

@@ -48,6 +48,7 @@ class Move:
     (a sync); otherwise move every selected row (a directed or forced move).
     ``exclude_pinned``: for an org, leave courses with an enabled course override alone and
     list them as excluded (what an org override save does).
+    ``until``: read source rows up to this primary key only (see :func:`api.plan`).
     """
 
     direction: str
@@ -55,6 +56,7 @@ class Move:
     scope_key: str = ""
     follow_flags: bool = True
     exclude_pinned: bool = False
+    until: int | None = None
     note: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -366,7 +368,7 @@ def _apply(move, batch_size, max_batches, after, *, dry_run=False, progress=None
             finished = False
             break
         read = read_legacy if legacy else read_casbin
-        rows, last, count = read(selection, cursor, batch_size)
+        rows, last, count = read(selection, cursor, batch_size, move.until)
         if last is None:
             break
         batch = moves.forward_batch if legacy else moves.rollback_batch

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
@@ -45,8 +46,9 @@ class Selection:
         return self.org if self.org is not None else ", ".join(self.courses)
 
 
-@dataclass(frozen=True)
-class LegacyRow:
+# Rows are named tuples, not dataclasses: a batch builds thousands of them, and a tuple is
+# several times cheaper to make.
+class LegacyRow(NamedTuple):
     pk: int
     user_id: int | None
     org: str
@@ -54,13 +56,12 @@ class LegacyRow:
     role: str
 
 
-@dataclass(frozen=True)
-class CasbinRow:
+class CasbinRow(NamedTuple):
     pk: int
     v0: str
     v1: str
     v2: str
-    extra: tuple[str, str, str] = field(default=("", "", ""))
+    extra: tuple[str, str, str] = ("", "", "")
 
 
 # --- legacy store ---------------------------------------------------------------------------
@@ -80,35 +81,56 @@ def _legacy_filter(selection: Selection) -> Q:
     return Q(course_id__in=list(selection.courses))
 
 
-def _legacy_matches(selection: Selection, courses: set[str], row: LegacyRow) -> bool:
-    # SQLite's LIKE and MariaDB's _ci collations ignore case; a move keeps to exact keys.
+def _legacy_matcher(selection: Selection):
+    """(course_id, org) -> whether the row is in the selection, comparing exact keys: SQLite's
+    LIKE and MariaDB's _ci collations ignore case, a move does not."""
     if selection.everything:
-        return True
+        return None
     if selection.org is not None:
-        if row.course_id:
-            return row.course_id.startswith(course_key_prefix(selection.org))
-        return row.org == selection.org
-    return row.course_id in courses
+        prefix, org = course_key_prefix(selection.org), selection.org
+        return lambda course_id, row_org: (
+            course_id.startswith(prefix) if course_id else row_org == org
+        )
+    courses = set(selection.courses)
+    return lambda course_id, row_org: course_id in courses
+
+
+def _keyset(queryset, after: int | None, until: int | None):
+    """Rows with a primary key above ``after`` and, when given, at most ``until``."""
+    if after is not None:
+        queryset = queryset.filter(pk__gt=after)
+    if until is not None:
+        queryset = queryset.filter(pk__lte=until)
+    return queryset
+
+
+def last_pk(legacy: bool) -> int:
+    """The highest primary key in the legacy table (or ``casbin_rule``), 0 when empty."""
+    model = legacy_role_model() if legacy else casbin_rule_model()
+    pks = model.objects.order_by("-pk").values_list("pk", flat=True)[:1]
+    return next(iter(pks), 0)
 
 
 def read_legacy(
-    selection: Selection, after: int | None, limit: int
+    selection: Selection, after: int | None, limit: int, until: int | None = None
 ) -> tuple[list[LegacyRow], int | None, int]:
-    """Up to ``limit`` legacy rows of the selection with a primary key above ``after``; also
-    the highest primary key read (where the next batch starts) and how many rows were read."""
-    queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
-    if after is not None:
-        queryset = queryset.filter(pk__gt=after)
+    """Up to ``limit`` legacy rows of the selection with a primary key above ``after`` (and at
+    most ``until``); also the highest primary key read (where the next batch starts) and how
+    many rows were read."""
+    queryset = _keyset(legacy_role_model().objects.filter(_legacy_filter(selection)), after, until)
     rows = list(
         queryset.order_by("pk").values_list("pk", "user_id", "org", "course_id", "role")[:limit]
     )
     last = rows[-1][0] if rows else None
+    # Open edX's CourseKeyField reads as a CourseKey object: compare and key by its string.
     kept = [
-        LegacyRow(pk, user_id, org or "", str(course_id or ""), role)
-        for pk, user_id, org, course_id, role in rows
+        LegacyRow(pk, uid, org or "", course if type(course) is str else str(course or ""), role)
+        for pk, uid, org, course, role in rows
     ]
-    courses = set(selection.courses)
-    return [row for row in kept if _legacy_matches(selection, courses, row)], last, len(rows)
+    matches = _legacy_matcher(selection)
+    if matches is not None:
+        kept = [row for row in kept if matches(row.course_id, row.org)]
+    return kept, last, len(rows)
 
 
 def usernames(user_ids: Iterable[int]) -> dict[int, str]:
@@ -198,18 +220,52 @@ def _delete_pks(model, pks: list[int]) -> int:
         connection = connections[router.db_for_write(model)]
         table = connection.ops.quote_name(model._meta.db_table)
         column = connection.ops.quote_name(model._meta.pk.column)
+        array = _array_sql(connection, model._meta.pk, pks)
         with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", [list(pks)])  # noqa: S608 (identifiers only)
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {column} = ANY({array})",  # noqa: S608 (identifiers only)
+                [_array_param(pks)],
+            )
             return cursor.rowcount
     queryset = model.objects.filter(pk__in=pks)
     return queryset._raw_delete(queryset.db)
 
 
 def _use_arrays(model) -> bool:
-    """On PostgreSQL a list goes to the server as one array parameter (``= ANY(%s)``):
+    """On PostgreSQL a list goes to the server as one array (``= ANY(...)``, ``UNNEST``):
     psycopg's client-side binding of thousands of ``IN`` parameters costs more than the
     query itself (benchmarks/README.rst)."""
     return connections[router.db_for_read(model)].vendor == "postgresql"
+
+
+# Lists reach PostgreSQL as one text parameter that the server splits (``string_to_array``):
+# psycopg dumps a Python list element by element, which at batch size costs several times
+# what the statement itself does. The separator is the ASCII unit separator, which no
+# username, course key, org or role holds; a list where one does goes as a plain array.
+SEPARATOR = "\x1f"
+
+
+def _splittable(values) -> bool:
+    return not any(SEPARATOR in str(value) for value in values)
+
+
+def _array_sql(connection, model_field, values) -> str:
+    """SQL for an array of ``model_field``'s type holding ``values`` (one placeholder; its
+    parameter is :func:`_array_param`)."""
+    cast = model_field.db_type(connection)
+    if cast.startswith("varchar"):
+        cast = "text"  # an explicit varchar(n) cast would truncate; the column checks length
+    if not _splittable(values):
+        return f"%s::{cast}[]"
+    # A leading empty element, sliced off again: string_to_array('', ...) is an empty array,
+    # not an array of one empty string.
+    return f"(string_to_array(%s, chr(31)))[2:]::{cast}[]"
+
+
+def _array_param(values):
+    if not _splittable(values):
+        return list(values)
+    return SEPARATOR.join(["", *(str(value) for value in values)])
 
 
 def _select_any(model, field_names: tuple[str, ...], any_of: dict, equal=None):
@@ -220,20 +276,27 @@ def _select_any(model, field_names: tuple[str, ...], any_of: dict, equal=None):
     ops = connection.ops
     equal = equal or {}
     columns = ", ".join(ops.quote_name(_column(model, name)) for name in field_names)
-    in_any = " AND ".join(f"{ops.quote_name(_column(model, name))} = ANY(%s)" for name in any_of)
+    in_any = " AND ".join(
+        f"{ops.quote_name(_column(model, name))} = ANY("
+        f"{_array_sql(connection, _field(model, name), values)})"
+        for name, values in any_of.items()
+    )
     equal_to = "".join(f" AND {ops.quote_name(_column(model, name))} = %s" for name in equal)
     table = ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns} FROM {table} WHERE {in_any}{equal_to}",  # noqa: S608 (identifiers only)
-            [*(list(values) for values in any_of.values()), *equal.values()],
+            [*(_array_param(values) for values in any_of.values()), *equal.values()],
         )
         return cursor.fetchall()
 
 
+def _field(model, name: str):
+    return model._meta.pk if name == "pk" else model._meta.get_field(name)
+
+
 def _column(model, name: str) -> str:
-    field = model._meta.pk if name == "pk" else model._meta.get_field(name)
-    return field.column
+    return _field(model, name).column
 
 
 # --- Casbin store ---------------------------------------------------------------------------
@@ -258,13 +321,12 @@ def _casbin_matcher(selection: Selection):
 
 
 def read_casbin(
-    selection: Selection, after: int | None, limit: int
+    selection: Selection, after: int | None, limit: int, until: int | None = None
 ) -> tuple[list[CasbinRow], int | None, int]:
-    """Up to ``limit`` Casbin role rows of the selection above ``after``; also the highest
-    primary key read (where the next batch starts) and how many rows were read."""
-    queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
-    if after is not None:
-        queryset = queryset.filter(pk__gt=after)
+    """Up to ``limit`` Casbin role rows of the selection above ``after`` (and at most
+    ``until``); also the highest primary key read (where the next batch starts) and how many
+    rows were read."""
+    queryset = _keyset(casbin_rule_model().objects.filter(_casbin_filter(selection)), after, until)
     rows = list(
         queryset.order_by("pk").values_list("pk", "v0", "v1", "v2", "v3", "v4", "v5")[:limit]
     )
@@ -300,34 +362,43 @@ def existing_casbin(keys: set[CasbinKey]) -> set[CasbinKey]:
 
 def insert_casbin(keys: list[CasbinKey]) -> int:
     """Insert Casbin role rows; returns how many the database reports inserted."""
-    rows = [(CASBIN_PTYPE, v0, v1, v2, "", "", "") for v0, v1, v2 in keys]
-    return _insert_rows(casbin_rule_model(), ("ptype", "v0", "v1", "v2", "v3", "v4", "v5"), rows)
+    constants = {"ptype": CASBIN_PTYPE, "v3": "", "v4": "", "v5": ""}
+    return _insert_rows(casbin_rule_model(), ("v0", "v1", "v2"), keys, constants)
 
 
-def _insert_rows(model, field_names: tuple[str, ...], rows: list[tuple]) -> int:
+def _insert_rows(model, field_names: tuple[str, ...], rows: list[tuple], constants=None) -> int:
     """One set-based INSERT of plain values, without building model instances (the Python
-    side of ``bulk_create`` costs more than the statement at these sizes). PostgreSQL gets a
-    single ``INSERT ... SELECT FROM UNNEST`` of one array per column; the other backends an
+    side of ``bulk_create`` costs more than the statement at these sizes). ``constants``
+    (field -> value) are the same in every row. PostgreSQL gets a single ``INSERT ... SELECT
+    FROM UNNEST`` of one array per column (see :func:`_array_sql`); the other backends an
     ``executemany``, which MySQLdb sends as multi-row INSERTs and SQLite runs in-process.
     Values are always parameters."""
     if not rows:
         return 0
+    constants = constants or {}
     connection = connections[router.db_for_write(model)]
-    fields = [model._meta.get_field(name) for name in field_names]
     table = connection.ops.quote_name(model._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(
+        connection.ops.quote_name(_column(model, name)) for name in (*field_names, *constants)
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+            by_column = dict(zip(field_names, zip(*rows, strict=True), strict=True))
+            values = ", ".join(["u.*", *(["%s"] * len(constants))])
+            unnest = ", ".join(
+                _array_sql(connection, _field(model, name), column)
+                for name, column in by_column.items()
+            )
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT * FROM UNNEST({arrays})",  # noqa: S608 (identifiers only)
-                [list(column) for column in zip(*rows, strict=True)],
+                f"INSERT INTO {table} ({columns}) SELECT {values} FROM UNNEST({unnest}) AS u",  # noqa: S608 (identifiers only)
+                [*constants.values(), *(_array_param(column) for column in by_column.values())],
             )
             return cursor.rowcount
-        placeholders = ", ".join(["%s"] * len(fields))
+        placeholders = ", ".join(["%s"] * (len(field_names) + len(constants)))
+        tail = tuple(constants.values())
         cursor.executemany(
             f"INSERT INTO {table} ({columns}) VALUES ({placeholders})",  # noqa: S608
-            rows,
+            [(*row, *tail) for row in rows],
         )
         return cursor.rowcount
 
@@ -340,8 +411,10 @@ def max_length(model, field_name: str) -> int | None:
     return model._meta.get_field(field_name).max_length
 
 
-def count_source(selection: Selection, legacy: bool) -> int:
+def count_source(selection: Selection, legacy: bool, until: int | None = None) -> int:
     """Rows a move of ``selection`` will read from its source store (one query)."""
     if legacy:
-        return legacy_role_model().objects.filter(_legacy_filter(selection)).count()
-    return casbin_rule_model().objects.filter(_casbin_filter(selection)).count()
+        queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
+    else:
+        queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
+    return _keyset(queryset, None, until).count()

@@ -92,6 +92,44 @@ def test_course_round_trip_restores_the_legacy_rows(people, grant, course_overri
     assert casbin_count() == 0
 
 
+def test_round_trip_of_values_holding_the_array_separator(make_user, grant, course_override):
+    """PostgreSQL receives lists as one string split on U+001F; a username holding that
+    character (nothing validates usernames at the database) must still move intact, as must
+    an org-wide row next to it (a blank course key, the empty-string edge of the split)."""
+    odd, plain = make_user("odd\x1fname"), make_user("plain")
+    grant(odd, C1, "staff")
+    grant(plain, C1, "instructor")
+    grant(plain, "", "staff", org=ORG_A)
+    before = legacy_rows()
+
+    course_override(C1, "on")
+    [forward] = api.sync_course(C1)
+    assert (forward.status, forward.moved) == (COMPLETED, 2)
+    assert casbin_rows() == {g("odd\x1fname", "course_staff", C1), g("plain", "course_admin", C1)}
+
+    course_override(C1, "off")
+    [back] = api.sync_course(C1)
+    assert (back.status, back.moved) == (COMPLETED, 2)
+    assert legacy_rows() == before
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_org_wide_rows_alone_round_trip(rows, make_user, grant, org_override):
+    """Batches whose every course key is blank (org-wide roles only)."""
+    users = [make_user(f"u{i}") for i in range(rows)]
+    for user in users:
+        grant(user, "", "staff", org=ORG_A)
+    before = legacy_rows()
+
+    org_override(ORG_A, "on")
+    [forward] = api.sync_org(ORG_A)
+    assert (forward.status, forward.moved) == (COMPLETED, rows)
+    org_override(ORG_A, "off")
+    [back] = api.sync_org(ORG_A)
+    assert (back.status, back.moved) == (COMPLETED, rows)
+    assert legacy_rows() == before
+
+
 def test_org_round_trip_with_every_role_and_org_wide_rows(people, grant, org_override):
     alice, bob, carol = people["alice"], people["bob"], people["carol"]
     grant(alice, C1, "instructor")
@@ -896,6 +934,35 @@ def test_instance_sync_in_small_batches_moves_everything(make_user, grant, globa
 
     assert sum(o.moved for o in outcomes) == 7
     assert legacy_rows() == before
+
+
+def test_instance_sync_reads_the_rows_each_table_held_when_it_was_planned(
+    make_user, grant, global_flag, course_override
+):
+    """The rollback pass does not re-read what the forward pass just wrote, and a row written
+    after planning is left to its writer or to the next sync."""
+    alice, bob = make_user("alice"), make_user("bob")
+    global_flag(True)
+    course_override(B1, "off")
+    grant(alice, C1, "staff")
+    grant(bob, C2, "instructor")
+    add_casbin_role("bob", "course_staff", B1)  # flag off: the rollback pass moves it back
+    moves_ = api.plan("sync", everything=True)
+    late = grant(alice, C2, "staff")  # written after planning
+
+    outcomes = list(api.run_in_batches(moves_, batch_size=1))
+
+    forward = [o for o in outcomes if o.move.direction == FORWARD]
+    back = [o for o in outcomes if o.move.direction == ROLLBACK]
+    assert sum(o.counts["scanned"] for o in forward) == 2
+    assert sum(o.counts["scanned"] for o in back) == 1  # the B1 row only, not C1 and C2
+    assert (sum(o.moved for o in forward), sum(o.moved for o in back)) == (2, 1)
+    assert casbin_rows() == {g("alice", "course_staff", C1), g("bob", "course_admin", C2)}
+    assert legacy_role_model().objects.filter(pk=late.pk).exists()
+
+    [again] = [o for o in api.sync_instance() if o.move.direction == FORWARD]
+    assert again.moved == 1  # the next sync picks the late row up
+    assert api.verify_scope(everything=True) == []
 
 
 # --- instance sync with mixed flags ---------------------------------------------------------

@@ -329,6 +329,10 @@ def _is_fragment(node: ast.expr, names: dict, seen: frozenset = frozenset()) -> 
             _is_fragment(part.value if isinstance(part, ast.FormattedValue) else part, names, seen)
             for part in node.values
         )
+    if isinstance(node, ast.List):
+        return all(_is_fragment(item, names, seen) for item in node.elts)
+    if isinstance(node, ast.Starred):
+        return _is_fragment(node.value, names, seen)
     if isinstance(node, ast.IfExp):
         return _is_fragment(node.body, names, seen) and _is_fragment(node.orelse, names, seen)
     if isinstance(node, ast.Name):
@@ -341,6 +345,9 @@ def _is_fragment(node: ast.expr, names: dict, seen: frozenset = frozenset()) -> 
         return isinstance(node.left, ast.List) and all(
             _is_fragment(item, names, seen) for item in node.left.elts
         )
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        # A helper named *_sql builds SQL fragments; sql_builders() checks its returns.
+        return node.func.id.endswith("_sql")
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         if node.func.attr in ("quote_name", "db_type"):
             return True
@@ -379,6 +386,32 @@ def sql_calls() -> list[tuple[str, bool, bool]]:
     return calls
 
 
+def sql_builders() -> list[tuple[str, bool]]:
+    """Every helper named ``*_sql`` in the app (which :func:`_is_fragment` trusts): (file,
+    line, every value it returns is made of the code's own fragments only)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef) and function.name.endswith("_sql"):
+                names = _assignments(function)
+                returns = [n.value for n in ast.walk(function) if isinstance(n, ast.Return)]
+                found.append(
+                    (
+                        f"{path.relative_to(PACKAGE.parent)}:{function.lineno}",
+                        bool(returns)
+                        and all(v is not None and _is_fragment(v, names) for v in returns),
+                    )
+                )
+    return found
+
+
+def test_sql_builders_return_only_the_codes_own_fragments():
+    builders = sql_builders()
+    assert builders, "stores._array_sql builds the PostgreSQL array fragments"
+    assert [b for b in builders if not b[1]] == []
+
+
 def test_every_sql_statement_interpolates_identifiers_only_and_passes_values_as_parameters():
     calls = sql_calls()
     assert len(calls) >= 6, calls  # the guard's lock statements and the stores' inserts
@@ -403,6 +436,23 @@ def lookup(connection, org):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "execute"
     ]
     assert [_is_fragment(sql, names) for sql in sqls] == [False, False, True]
+
+
+def test_a_sql_builder_that_returns_a_value_is_caught():
+    source = """
+def good_sql(connection, field):
+    cast = field.db_type(connection)
+    return f"%s::{cast}[]" if cast else "%s"
+
+def bad_sql(connection, value):
+    return f"(string_to_array('{value}', chr(31)))"
+"""
+    verdicts = []
+    for function in ast.parse(source).body:
+        names = _assignments(function)
+        returns = [n.value for n in ast.walk(function) if isinstance(n, ast.Return)]
+        verdicts.append(all(_is_fragment(v, names) for v in returns))
+    assert verdicts == [True, False]
 
 
 def test_no_raw_querysets_or_extra_clauses_in_the_app():
