@@ -16,11 +16,8 @@ from .conf import legacy_role_model
 from .roles import (
     ROLE_NAMESPACE,
     SUBJECT_NAMESPACE,
-    InvalidCourseKey,
     InvalidOrg,
     course_scope_key,
-    normalize_course_key,
-    org_of,
     org_scope_key,
     parse_scope,
     reverse_role_map,
@@ -28,6 +25,7 @@ from .roles import (
     role_map,
     strip_namespace,
     subject_key,
+    try_org_of,
     validate_org,
 )
 from .stores import (
@@ -127,12 +125,10 @@ def _legacy_place(course_id: str, org: str, decide: Decide):
         # apart (lib^...). They stay in the legacy table, counted, not reported.
         return LIBRARY
     if course_id:
-        try:
-            course = normalize_course_key(course_id)
-            org = org_of(course)
-        except InvalidCourseKey:
+        org = try_org_of(course_id)
+        if org is None:
             return MALFORMED_COURSE_KEY
-        return org, course, course_scope_key(course), decide(org, course)
+        return org, course_id, course_scope_key(course_id), decide(org, course_id)
     if org:
         try:
             org = validate_org(org)
@@ -204,7 +200,7 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         delete=delete_legacy,
         scope=lambda row, target: target[2],
     )
-    result.casbin_added = sorted(created)
+    result.casbin_added = created
     return result
 
 
@@ -260,14 +256,12 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
             continue
         planned.append((row, (user_id, org, course, role)))
 
-    wanted = {target for _, target in planned}
-    present, clashing = existing_legacy(wanted)
+    present, clashing = existing_legacy({target for _, target in planned})
     if clashing:
         for row, target in planned:
             if target in clashing:
                 result.problem(CONFLICTING_ROW, {"id": row.pk, "user": row.v0, "scope": row.v2})
         planned = [(row, target) for row, target in planned if target not in clashing]
-        wanted -= clashing
     moved, _ = _write_then_delete(
         result,
         planned,
@@ -277,6 +271,7 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
         reread=lambda keys: existing_legacy(keys)[0],
         delete=delete_casbin,
         scope=lambda row, target: row.v2,
+        in_key_order=True,
     )
     result.casbin_removed = [(row.v0, row.v1, row.v2) for row, _ in moved]
     return result
@@ -290,26 +285,38 @@ def _describe_casbin(row: CasbinRow) -> dict:
     return {"id": row.pk, "subject": row.v0, "role": row.v1, "scope": row.v2}
 
 
-def _write_then_delete(result, planned, present, *, dry_run, insert, reread, delete, scope):
+def _write_then_delete(
+    result, planned, present, *, dry_run, insert, reread, delete, scope, in_key_order=False
+):
     """Write the targets that are missing, confirm them, then delete exactly the source rows
     whose target is confirmed. Returns the (row, target) pairs that moved and the targets
-    written. Three statements at most; a dry run only counts."""
-    wanted = {target for _, target in planned}
-    missing = wanted - present
-    result.already_present = sum(1 for _, target in planned if target in present)
+    written, in the order written. Three statements at most; a dry run only counts.
+
+    Targets are written in source order, or sorted with ``in_key_order``: concurrent inserts
+    into a unique index (the legacy table's) then take its locks in the same order."""
+    # A dict keeps source order (deterministic ids) where a set would not.
+    wanted = dict.fromkeys(target for _, target in planned)
+    missing = [target for target in wanted if target not in present]
+    if present:
+        result.already_present = sum(1 for _, target in planned if target in present)
     if dry_run:
         result.created = len(missing)
         result.moved = len(planned)
-        return [], set()
-    inserted = insert(sorted(missing))
+        return [], []
+    if in_key_order:
+        missing.sort()
+    inserted = insert(missing)
     # The statement's row count proves the targets exist; only a shortfall (a trigger that
     # silently skipped a row) costs a read to find out which.
-    confirmed = wanted if inserted == len(missing) else reread(wanted)
-    moved = [(row, target) for row, target in planned if target in confirmed]
-    for row, target in planned:
-        if target not in confirmed:
-            result.problem(TARGET_NOT_CONFIRMED, {"id": row.pk, "scope": scope(row, target)})
+    complete = inserted == len(missing)
+    moved, created = planned, missing
+    if not complete:
+        confirmed = reread(set(wanted))
+        moved = [(row, target) for row, target in planned if target in confirmed]
+        created = [target for target in missing if target in confirmed]
+        for row, target in planned:
+            if target not in confirmed:
+                result.problem(TARGET_NOT_CONFIRMED, {"id": row.pk, "scope": scope(row, target)})
     result.moved = delete([row.pk for row, _ in moved])
-    created = missing & confirmed
     result.created = len(created)
     return moved, created

@@ -231,16 +231,20 @@ class _Decider:
 
 def _snapshot_for(rows: list, legacy: bool) -> flags.FlagSnapshot:
     orgs, courses = set(), set()
-    for row in rows:
-        if legacy:
-            course = row.course_id or None
-            org = try_org_of(row.course_id) if row.course_id else row.org
-        else:
-            org, course = parse_scope(row.v2) or (None, None)
-        if org:
-            orgs.add(org)
-        if course:
-            courses.add(course)
+    if legacy:
+        for course_id in {row.course_id for row in rows}:
+            org = try_org_of(course_id) if course_id else None
+            if org:
+                orgs.add(org)
+                courses.add(course_id)
+        orgs.update(row.org for row in rows if not row.course_id and row.org)
+    else:
+        for scope in {row.v2 for row in rows}:
+            org, course = parse_scope(scope) or (None, None)
+            if org:
+                orgs.add(org)
+            if course:
+                courses.add(course)
     return flags.FlagSnapshot(orgs, courses)
 
 

@@ -246,7 +246,7 @@ SEPARATOR = "\x1f"
 
 
 def _splittable(values) -> bool:
-    return not any(SEPARATOR in str(value) for value in values)
+    return SEPARATOR not in "".join(map(str, values))
 
 
 def _array_sql(connection, model_field, values) -> str:
@@ -265,7 +265,7 @@ def _array_sql(connection, model_field, values) -> str:
 def _array_param(values):
     if not _splittable(values):
         return list(values)
-    return SEPARATOR.join(["", *(str(value) for value in values)])
+    return SEPARATOR.join(["", *map(str, values)])
 
 
 def _select_any(model, field_names: tuple[str, ...], any_of: dict, equal=None):
