@@ -1,9 +1,10 @@
 """The two role stores: the legacy role table and Casbin's ``casbin_rule``.
 
-Everything here is set-based: each function is one query (or one statement per
-``bulk_create`` chunk) for a whole batch, never one per row. Deletes go through
-``_raw_delete``: a move is not a revocation, so no model delete signals are sent and no
-per-row cascade collection is done (docs/decisions/0005).
+Everything here is set-based: each function is one statement for a whole batch, never one
+per row. Batch-sized statements are plain SQL (identifiers quoted, values as parameters), not
+ORM calls: a move is not a revocation, so no model signals are sent and no per-row cascade
+collection is done, and the ORM's per-value preparation would cost more than the statement
+(docs/decisions/0005).
 """
 
 from __future__ import annotations
@@ -139,9 +140,7 @@ def usernames(user_ids: Iterable[int]) -> dict[int, str]:
     if not ids:
         return {}
     model = get_user_model()
-    if _use_arrays(model):
-        return dict(_select_any(model, ("pk", model.USERNAME_FIELD), {"pk": ids}))
-    return dict(model.objects.filter(pk__in=ids).values_list("pk", model.USERNAME_FIELD))
+    return dict(_select_any(model, ("pk", model.USERNAME_FIELD), {"pk": ids}))
 
 
 def user_ids(names: Iterable[str]) -> dict[str, int]:
@@ -151,10 +150,7 @@ def user_ids(names: Iterable[str]) -> dict[str, int]:
         return {}
     model = get_user_model()
     field = model.USERNAME_FIELD
-    if _use_arrays(model):
-        rows = _select_any(model, ("pk", field), {field: names})
-    else:
-        rows = model.objects.filter(**{f"{field}__in": names}).values_list("pk", field)
+    rows = _select_any(model, ("pk", field), {field: names})
     # Exact names only: a _ci collation would also return "Alice" for "alice".
     return {name: pk for pk, name in rows if name in names}
 
@@ -172,17 +168,10 @@ def existing_legacy(keys: set[LegacyKey]) -> tuple[set[LegacyKey], set[LegacyKey
     orgs = {k[1] for k in keys}
     courses = {k[2] for k in keys}
     roles = {k[3] for k in keys}
-    model = legacy_role_model()
-    if _use_arrays(model):
-        any_of = {"user": users, "course_id": courses, "org": orgs, "role": roles}
-        rows = _select_any(model, ("user", "org", "course_id", "role"), any_of)
-    else:
-        in_courses = Q(course_id__in=[c for c in courses if c])
-        if "" in courses:
-            in_courses |= Q(course_id=BLANK_COURSE)
-        rows = model.objects.filter(
-            in_courses, user_id__in=users, org__in=orgs, role__in=roles
-        ).values_list("user_id", "org", "course_id", "role")
+    # A blank course key goes as a plain SQL string: Open edX's CourseKeyField would not
+    # take "" through the ORM.
+    any_of = {"user": users, "course_id": courses, "org": orgs, "role": roles}
+    rows = _select_any(legacy_role_model(), ("user", "org", "course_id", "role"), any_of)
     found = {(uid, org or "", str(course or ""), role) for uid, org, course, role in rows}
     present = found & keys
     others = found - present
@@ -216,26 +205,35 @@ def delete_legacy(pks: list[int]) -> int:
 def _delete_pks(model, pks: list[int]) -> int:
     if not pks:
         return 0
-    if _use_arrays(model):
-        connection = connections[router.db_for_write(model)]
-        table = connection.ops.quote_name(model._meta.db_table)
-        column = connection.ops.quote_name(model._meta.pk.column)
-        array = _array_sql(connection, model._meta.pk, pks)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {table} WHERE {column} = ANY({array})",  # noqa: S608 (identifiers only)
-                [_array_param(pks)],
-            )
-            return cursor.rowcount
-    queryset = model.objects.filter(pk__in=pks)
-    return queryset._raw_delete(queryset.db)
+    connection = connections[router.db_for_write(model)]
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(model._meta.pk.column)
+    in_pks = _in_sql(connection, model._meta.pk, pks)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE {column} {in_pks}",  # noqa: S608 (identifiers only)
+            _in_params(connection, pks),
+        )
+        return cursor.rowcount
 
 
-def _use_arrays(model) -> bool:
-    """On PostgreSQL a list goes to the server as one array (``= ANY(...)``, ``UNNEST``):
-    psycopg's client-side binding of thousands of ``IN`` parameters costs more than the
-    query itself (benchmarks/README.rst)."""
-    return connections[router.db_for_read(model)].vendor == "postgresql"
+# Lists of thousands of values (a batch's keys) are written as SQL here rather than as ORM
+# ``__in`` lookups: the ORM prepares every value on its own, which at batch size costs more
+# than the statement. On PostgreSQL a list is one array parameter (``= ANY(...)``); on the
+# other databases an ``IN`` list of placeholders.
+
+
+def _in_sql(connection, model_field, values) -> str:
+    """``= ANY(array)`` or ``IN (%s, ...)`` for ``values`` (parameters: :func:`_in_params`)."""
+    if connection.vendor == "postgresql":
+        return f"= ANY({_array_sql(connection, model_field, values)})"
+    return f"IN ({', '.join(['%s'] * len(values))})"
+
+
+def _in_params(connection, values) -> list:
+    if connection.vendor == "postgresql":
+        return [_array_param(values)]
+    return list(values)
 
 
 # Lists reach PostgreSQL as one text parameter that the server splits (``string_to_array``):
@@ -270,23 +268,23 @@ def _array_param(values):
 
 def _select_any(model, field_names: tuple[str, ...], any_of: dict, equal=None):
     """Rows of ``field_names`` whose columns in ``any_of`` hold one of the given values and
-    whose columns in ``equal`` hold the given value, on PostgreSQL (see :func:`_use_arrays`).
-    Every value is a parameter."""
+    whose columns in ``equal`` hold the given value; one query, every value a parameter.
+    Under a _ci collation MariaDB also returns rows equal but for case: callers compare."""
     connection = connections[router.db_for_read(model)]
     ops = connection.ops
     equal = equal or {}
     columns = ", ".join(ops.quote_name(_column(model, name)) for name in field_names)
     in_any = " AND ".join(
-        f"{ops.quote_name(_column(model, name))} = ANY("
-        f"{_array_sql(connection, _field(model, name), values)})"
+        f"{ops.quote_name(_column(model, name))} {_in_sql(connection, _field(model, name), values)}"
         for name, values in any_of.items()
     )
     equal_to = "".join(f" AND {ops.quote_name(_column(model, name))} = %s" for name in equal)
     table = ops.quote_name(model._meta.db_table)
+    params = [p for values in any_of.values() for p in _in_params(connection, values)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns} FROM {table} WHERE {in_any}{equal_to}",  # noqa: S608 (identifiers only)
-            [*(_array_param(values) for values in any_of.values()), *equal.values()],
+            [*params, *equal.values()],
         )
         return cursor.fetchall()
 
@@ -348,16 +346,9 @@ def existing_casbin(keys: set[CasbinKey]) -> set[CasbinKey]:
     if not keys:
         return set()
     scopes = {k[2] for k in keys}
-    model = casbin_rule_model()
-    if _use_arrays(model):
-        equal = {"ptype": CASBIN_PTYPE, "v3": "", "v4": "", "v5": ""}
-        rows = _select_any(model, ("v0", "v1", "v2"), {"v2": scopes}, equal)
-        return {tuple(row) for row in rows} & keys
-    subjects = {k[0] for k in keys}
-    rows = model.objects.filter(
-        ptype=CASBIN_PTYPE, v2__in=scopes, v0__in=subjects, v3="", v4="", v5=""
-    ).values_list("v0", "v1", "v2")
-    return set(rows) & keys
+    equal = {"ptype": CASBIN_PTYPE, "v3": "", "v4": "", "v5": ""}
+    rows = _select_any(casbin_rule_model(), ("v0", "v1", "v2"), {"v2": scopes}, equal)
+    return {tuple(row) for row in rows} & keys
 
 
 def insert_casbin(keys: list[CasbinKey]) -> int:
