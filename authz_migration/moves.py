@@ -24,7 +24,6 @@ from .roles import (
     role_key,
     role_map,
     strip_namespace,
-    subject_key,
     try_org_of,
     validate_org,
 )
@@ -40,7 +39,6 @@ from .stores import (
     insert_legacy,
     max_length,
     user_ids,
-    usernames,
 )
 
 Decide = Callable[[str, "str | None"], "bool | None"]
@@ -154,9 +152,6 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
     result = BatchResult(scanned=len(rows))
     mapping = role_map()
     casbin_roles = {legacy: role_key(casbin) for legacy, casbin in mapping.items()}
-    subjects = {
-        uid: subject_key(name) for uid, name in usernames(r.user_id for r in rows).items() if name
-    }
     limit = max_length(casbin_rule_model(), "v2") or 255
     places: dict[tuple[str, str], object] = {}
     planned: list[tuple[LegacyRow, tuple[str, str, str]]] = []
@@ -179,13 +174,12 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         if role is None:
             result.not_migrated[row.role] += 1
             continue
-        subject = subjects.get(row.user_id)
-        if subject is None:
+        if not row.username:
             result.problem(USER_MISSING, _describe_legacy(row, user_id=row.user_id))
             continue
+        subject = SUBJECT_NAMESPACE + row.username
         if len(subject) > limit or len(role) > limit or len(scope) > limit:
-            username = subject[len(SUBJECT_NAMESPACE) :]
-            result.problem(VALUE_TOO_LONG, _describe_legacy(row, user=username))
+            result.problem(VALUE_TOO_LONG, _describe_legacy(row, user=row.username))
             continue
         planned.append((row, (subject, role, scope)))
 

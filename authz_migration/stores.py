@@ -55,6 +55,7 @@ class LegacyRow(NamedTuple):
     org: str
     course_id: str
     role: str
+    username: str | None = None  # read with the row (forward moves); None: no such user
 
 
 class CasbinRow(NamedTuple):
@@ -116,17 +117,18 @@ def read_legacy(
     selection: Selection, after: int | None, limit: int, until: int | None = None
 ) -> tuple[list[LegacyRow], int | None, int]:
     """Up to ``limit`` legacy rows of the selection with a primary key above ``after`` (and at
-    most ``until``); also the highest primary key read (where the next batch starts) and how
-    many rows were read."""
+    most ``until``), each with its user's username; also the highest primary key read (where
+    the next batch starts) and how many rows were read."""
     queryset = _keyset(legacy_role_model().objects.filter(_legacy_filter(selection)), after, until)
-    rows = list(
-        queryset.order_by("pk").values_list("pk", "user_id", "org", "course_id", "role")[:limit]
-    )
+    queryset = queryset.order_by("pk").values_list("pk", "user_id", "org", "course_id", "role")
+    rows = _with_usernames(queryset[:limit])
     last = rows[-1][0] if rows else None
     # Open edX's CourseKeyField reads as a CourseKey object: compare and key by its string.
     kept = [
-        LegacyRow(pk, uid, org or "", course if type(course) is str else str(course or ""), role)
-        for pk, uid, org, course, role in rows
+        LegacyRow(
+            pk, uid, org or "", course if type(course) is str else str(course or ""), role, name
+        )
+        for pk, uid, org, course, role, name in rows
     ]
     matches = _legacy_matcher(selection)
     if matches is not None:
@@ -134,13 +136,24 @@ def read_legacy(
     return kept, last, len(rows)
 
 
-def usernames(user_ids: Iterable[int]) -> dict[int, str]:
-    """user id -> username for the users that exist (one query)."""
-    ids = {uid for uid in user_ids if uid is not None}
-    if not ids:
-        return {}
-    model = get_user_model()
-    return dict(_select_any(model, ("pk", model.USERNAME_FIELD), {"pk": ids}))
+def _with_usernames(queryset) -> list[tuple]:
+    """The rows of a ``values_list`` queryset whose second column is a user id, each with
+    that user's username appended (None when the user is gone), in one query: the ORM's own
+    SQL, LEFT JOINed to the user table. (The ORM would join INNER on a non-null foreign key
+    and drop rows whose user is gone, which a move must report.)"""
+    users = get_user_model()
+    connection = connections[queryset.db]
+    inner, params = queryset.query.sql_with_params()
+    table = connection.ops.quote_name(users._meta.db_table)
+    pk = connection.ops.quote_name(users._meta.pk.column)
+    name = connection.ops.quote_name(users._meta.get_field(users.USERNAME_FIELD).column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.*, u.{name} FROM ({inner}) r LEFT JOIN {table} u ON u.{pk} = r.user_id "  # noqa: S608 (identifiers and the ORM's SQL only)
+            "ORDER BY r.pk",
+            params,
+        )
+        return cursor.fetchall()
 
 
 def user_ids(names: Iterable[str]) -> dict[str, int]:

@@ -315,7 +315,20 @@ def _assignments(function: ast.AST) -> dict[str, list[ast.expr]]:
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     found.setdefault(target.id, []).append(node.value)
+                elif isinstance(target, ast.Tuple) and _is_compiled_query(node.value):
+                    # sql, params = queryset.query.sql_with_params(): the ORM's own SQL
+                    first = target.elts[0]
+                    if isinstance(first, ast.Name):
+                        found.setdefault(first.id, []).append(node.value)
     return found
+
+
+def _is_compiled_query(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "sql_with_params"
+    )
 
 
 def _is_fragment(node: ast.expr, names: dict, seen: frozenset = frozenset()) -> bool:
@@ -345,6 +358,8 @@ def _is_fragment(node: ast.expr, names: dict, seen: frozenset = frozenset()) -> 
         return isinstance(node.left, ast.List) and all(
             _is_fragment(item, names, seen) for item in node.left.elts
         )
+    if _is_compiled_query(node):
+        return True  # SQL the ORM compiled, its values kept apart as parameters
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         # A helper named *_sql builds SQL fragments; sql_builders() checks its returns.
         return node.func.id.endswith("_sql")
