@@ -60,23 +60,15 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
     added = [list(rule) for rule in added]
     removed = [list(rule) for rule in removed]
     model = enforcer.model
-    role_manager = enforcer.rm_map.get(PTYPE) if enforcer.rm_map else None
-    # pycasbin keeps a policy as a list, and its has_policy/add_policy/remove_policy scan it
-    # once per rule: a move of k rules would cost k passes over the whole policy. One pass
-    # per move instead: a set of what is there, then appends or a single rebuild.
     assertion = model[SECTION][PTYPE]
-    held = {tuple(rule) for rule in assertion.policy}
-    fresh = [rule for rule in added if tuple(rule) not in held]
-    present = [rule for rule in removed if tuple(rule) in held]
-    for rule in fresh:
-        assertion.policy.append(rule)
-    if present:
-        gone = {tuple(rule) for rule in present}
-        assertion.policy[:] = [rule for rule in assertion.policy if tuple(rule) not in gone]
-    if fresh or present:
-        assertion.policy_map = {
-            DEFAULT_SEP.join(rule): index for index, rule in enumerate(assertion.policy)
-        }
+    if isinstance(getattr(assertion, "policy", None), list):
+        index = _index_of(assertion)
+        fresh = [rule for rule in added if index.add(rule)]
+        present = [rule for rule in removed if index.remove(rule)]
+    else:  # not the pycasbin layout this was written for: its public (slower) model API
+        fresh = [rule for rule in added if model.add_policy(SECTION, PTYPE, rule)]
+        present = model.remove_policies_with_effected(SECTION, PTYPE, removed)
+    role_manager = enforcer.rm_map.get(PTYPE) if enforcer.rm_map else None
     if role_manager is not None and fresh:
         model.build_incremental_role_links(role_manager, PolicyOp.Policy_add, SECTION, PTYPE, fresh)
     if role_manager is not None and present:
@@ -84,6 +76,90 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
             role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
         )
     _notify_watcher(getattr(enforcer, "watcher", None), added, removed)
+
+
+# pycasbin keeps a policy as a plain list and answers "is this rule there?" by scanning it:
+# a move of k rules through its API costs k passes over the whole policy, and even one pass
+# per move makes a five-row toggle cost as much as the size of casbin_rule. So the rules'
+# positions are indexed once, kept with the policy, and updated with each move: a move costs
+# what it moves (docs/decisions/0009).
+INDEX_ATTRIBUTE = "_authz_migration_index"
+
+
+class PolicyIndex:
+    """Where each rule of one pycasbin policy list sits. Rules are appended at the end and
+    removed by moving the last rule into their place (a "g" policy's order means nothing),
+    so both cost O(1). pycasbin's own ``policy_map`` (rule -> position, which pycasbin
+    writes but does not read) is kept right for the rules touched.
+
+    The index trusts nothing it has not checked: a replaced list (a reload) or a changed
+    length (pycasbin's own API) rebuilds it, and so does a rule found out of its place. One
+    change it cannot see is ``update_policy`` swapping one "g" rule for another in place
+    between two moves; a host that edits "g" rules so should reload its enforcer."""
+
+    def __init__(self, assertion):
+        self.assertion = assertion
+        self._build()
+
+    def _build(self) -> None:
+        self.policy: list = self.assertion.policy
+        self.where: dict[tuple, list[int]] = {}
+        for position, rule in enumerate(self.policy):
+            self.where.setdefault(tuple(rule), []).append(position)
+        self.length = len(self.policy)
+
+    def current(self) -> bool:
+        return self.assertion.policy is self.policy and len(self.policy) == self.length
+
+    def _in_place(self, rule: list, positions: list[int]) -> bool:
+        policy = self.policy
+        if all(position < len(policy) and policy[position] == rule for position in positions):
+            return True
+        self._build()
+        return False
+
+    def add(self, rule: list) -> bool:
+        """Append ``rule`` unless it is there; True when it was appended."""
+        positions = self.where.get(tuple(rule))
+        if positions and (self._in_place(rule, positions) or self.where.get(tuple(rule))):
+            return False
+        self.where[tuple(rule)] = [len(self.policy)]
+        self.policy.append(rule)
+        self.assertion.policy_map[DEFAULT_SEP.join(rule)] = len(self.policy) - 1
+        self.length += 1
+        return True
+
+    def remove(self, rule: list) -> bool:
+        """Remove every copy of ``rule``; True when there was one."""
+        positions = self.where.get(tuple(rule))
+        if positions and not self._in_place(rule, positions):
+            positions = self.where.get(tuple(rule))
+        if not positions:
+            return False
+        del self.where[tuple(rule)]
+        policy, policy_map = self.policy, self.assertion.policy_map
+        policy_map.pop(DEFAULT_SEP.join(rule), None)
+        for position in sorted(positions, reverse=True):
+            last = len(policy) - 1
+            if position != last:
+                moved = policy[last]
+                policy[position] = moved
+                spots = self.where[tuple(moved)]
+                spots[spots.index(last)] = position
+                policy_map[DEFAULT_SEP.join(moved)] = position
+            policy.pop()
+        self.length = len(policy)
+        return True
+
+
+def _index_of(assertion) -> PolicyIndex:
+    """The assertion's index, built on the first move after each (re)load: one pass over the
+    policy, a fraction of what loading it cost."""
+    index = getattr(assertion, INDEX_ATTRIBUTE, None)
+    if index is None or not index.current():
+        index = PolicyIndex(assertion)
+        setattr(assertion, INDEX_ATTRIBUTE, index)
+    return index
 
 
 def _notify_watcher(watcher, added, removed) -> None:

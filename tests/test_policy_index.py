@@ -1,0 +1,134 @@
+"""The enforcer's policy index (``authz_migration.enforcer.PolicyIndex``): what keeps a move's
+cost in the in-process enforcer proportional to the rows moved, not to the policy's size.
+
+These run against a real pycasbin model and enforcer built from the app's Casbin model file;
+no database is involved (the enforcer side of a move only touches memory).
+"""
+
+from __future__ import annotations
+
+import random
+
+import casbin
+import pytest
+
+import authz_migration
+from authz_migration import enforcer as enforcer_sync
+from authz_migration.enforcer import INDEX_ATTRIBUTE, PolicyIndex
+
+SCOPE = "course-v1^course-v1:OrgA+C{}+R"
+
+
+def rule(user: int, role: str = "role^course_staff", course: int = 1) -> list[str]:
+    return [f"user^u{user}", role, SCOPE.format(course)]
+
+
+@pytest.fixture
+def casbin_enforcer():
+    """A pycasbin enforcer with the app's model and no adapter, holding 200 "g" rules."""
+    enforcer = casbin.Enforcer(authz_migration.CASBIN_MODEL_PATH)
+    for n in range(200):
+        enforcer.model.model["g"]["g"].policy.append(rule(n, course=n % 7))
+    enforcer.build_role_links()
+    return enforcer
+
+
+def assertion_of(enforcer):
+    return enforcer.model.model["g"]["g"]
+
+
+def check_consistent(index: PolicyIndex, expected: set[tuple]) -> None:
+    """The list holds exactly ``expected``, once each; the index says where every rule is;
+    every entry of pycasbin's policy_map (which a load leaves empty) points at its rule."""
+    policy = index.assertion.policy
+    assert sorted(map(tuple, policy)) == sorted(expected)
+    for position, held in enumerate(policy):
+        assert index.where[tuple(held)] == [position]
+    assert set(index.where) == expected
+    for key, position in index.assertion.policy_map.items():
+        assert ",".join(policy[position]) == key
+
+
+def test_random_adds_and_removes_keep_list_index_and_policy_map_in_step(casbin_enforcer):
+    assertion = assertion_of(casbin_enforcer)
+    index = PolicyIndex(assertion)
+    expected = {tuple(r) for r in assertion.policy}
+    chooser = random.Random(7)
+    for _ in range(2000):
+        candidate = rule(chooser.randrange(260), course=chooser.randrange(7))
+        if chooser.random() < 0.5:
+            assert index.add(candidate) == (tuple(candidate) not in expected)
+            expected.add(tuple(candidate))
+        else:
+            assert index.remove(candidate) == (tuple(candidate) in expected)
+            expected.discard(tuple(candidate))
+    check_consistent(index, expected)
+    assert len(assertion.policy_map) > 100  # the adds and moves wrote entries
+    # pycasbin's own answers agree with the list the index kept
+    for held in expected:
+        assert casbin_enforcer.has_grouping_policy(*held)
+
+
+def test_every_copy_of_a_duplicated_rule_goes(casbin_enforcer):
+    """casbin_rule has no unique key: a loaded policy can hold a rule twice."""
+    assertion = assertion_of(casbin_enforcer)
+    assertion.policy.insert(3, rule(5, course=5))
+    assertion.policy.append(rule(5, course=5))
+    index = PolicyIndex(assertion)
+
+    assert index.remove(rule(5, course=5)) is True
+
+    assert rule(5, course=5) not in assertion.policy
+    check_consistent(index, {tuple(r) for r in assertion.policy})
+
+
+def test_a_reloaded_policy_gets_a_new_index(casbin_enforcer):
+    first = enforcer_sync._index_of(assertion_of(casbin_enforcer))
+    assert enforcer_sync._index_of(assertion_of(casbin_enforcer)) is first  # kept
+
+    casbin_enforcer.model.clear_policy()  # what load_policy() does first
+    assertion_of(casbin_enforcer).policy.append(rule(1))
+
+    rebuilt = enforcer_sync._index_of(assertion_of(casbin_enforcer))
+    assert rebuilt is not first
+    assert rebuilt.remove(rule(1)) is True
+    assert assertion_of(casbin_enforcer).policy == []
+
+
+def test_a_rule_added_through_pycasbins_api_is_seen(casbin_enforcer):
+    index = enforcer_sync._index_of(assertion_of(casbin_enforcer))
+    casbin_enforcer.model.add_policy("g", "g", rule(999))  # behind the index's back
+
+    again = enforcer_sync._index_of(assertion_of(casbin_enforcer))
+    assert again is not index  # the length changed: rebuilt
+    assert again.add(rule(999)) is False  # no duplicate
+    assert again.remove(rule(999)) is True
+    assert rule(999) not in assertion_of(casbin_enforcer).policy
+
+
+def test_a_rule_moved_in_place_behind_the_index_is_found(casbin_enforcer):
+    """Same length, different order (a sort): the index checks before it trusts."""
+    assertion = assertion_of(casbin_enforcer)
+    index = enforcer_sync._index_of(assertion)
+    assertion.policy.reverse()
+
+    assert index.remove(rule(0, course=0)) is True
+    assert index.add(rule(1, course=1)) is False  # still there, now elsewhere
+    check_consistent(index, {tuple(r) for r in assertion.policy})
+
+
+def test_building_the_index_happens_once_per_load_not_once_per_move(casbin_enforcer, monkeypatch):
+    builds = []
+    real = PolicyIndex._build
+
+    def counting(self):
+        builds.append(1)
+        real(self)
+
+    monkeypatch.setattr(PolicyIndex, "_build", counting)
+    assertion = assertion_of(casbin_enforcer)
+    for n in range(50):
+        index = enforcer_sync._index_of(assertion)
+        index.add(rule(1000 + n))
+        index.remove(rule(n))
+    assert len(builds) == 1
