@@ -108,37 +108,27 @@ def pinned_courses(org: str) -> dict[str, bool]:
     These courses keep their state whatever the org does. One query for the whole org.
     """
     prefix = course_key_prefix(validate_org(org))
+    forced = _forced_keys(course_override_model(), "course_id", course_id__startswith=prefix)
+    # SQLite's LIKE ignores case: keep only this org's exact prefix.
+    return {course: state for course, state in forced.items() if course.startswith(prefix)}
+
+
+def _forced_keys(model, key_field: str, keys: set[str] | None = None, **filters):
+    """key -> forced state, for the keys (all keys matching ``filters`` when None) whose
+    newest override row of the flag is enabled. One query over the override history; keys
+    are matched exactly, whatever the collation says."""
     rows = (
-        course_override_model()
-        .objects.filter(waffle_flag=flag_name(), course_id__startswith=prefix)
-        .order_by("course_id", "-change_date", "-id")
-        .values_list("course_id", "enabled", "override_choice")
+        model.objects.filter(waffle_flag=flag_name(), **filters)
+        .order_by(key_field, "-change_date", "-id")
+        .values_list(key_field, "enabled", "override_choice")
     )
-    pinned: dict[str, bool] = {}
-    seen: set[str] = set()
-    for course_id, enabled, choice in rows.iterator():
-        course_id = str(course_id)
-        # SQLite's LIKE ignores case: keep only this org's exact prefix.
-        if course_id in seen or not course_id.startswith(prefix):
-            continue
-        seen.add(course_id)
-        state = _state_of((enabled, choice))
-        if state is not None:
-            pinned[course_id] = state
-    return pinned
-
-
-def _newest_per_key(rows, keys: set[str] | None) -> dict[str, bool]:
-    """From rows (key, enabled, choice) ordered by key then newest first: key -> forced
-    state, for keys (all keys when None) whose newest row is enabled. Exact-key match (ci
-    collations)."""
     states: dict[str, bool] = {}
     seen: set[str] = set()
-    for key, enabled, choice in rows:
+    for key, enabled, choice in rows.iterator():
         key = str(key)
         if key in seen or (keys is not None and key not in keys):
             continue
-        seen.add(key)
+        seen.add(key)  # newest first within a key: its first row decides
         state = _state_of((enabled, choice))
         if state is not None:
             states[key] = state
@@ -150,26 +140,13 @@ class FlagSnapshot:
     overrides, course overrides) instead of three per course."""
 
     def __init__(self, orgs: set[str], courses: set[str]):
-        flag = flag_name()
         self.global_enabled = global_state()
-        org_rows = (
-            org_override_model()
-            .objects.filter(waffle_flag=flag, org__in=orgs)
-            .order_by("org", "-change_date", "-id")
-            .values_list("org", "enabled", "override_choice")
-            if orgs
-            else []
-        )
-        self.orgs = _newest_per_key(org_rows, orgs)
-        course_rows = (
-            course_override_model()
-            .objects.filter(waffle_flag=flag, course_id__in=courses)
-            .order_by("course_id", "-change_date", "-id")
-            .values_list("course_id", "enabled", "override_choice")
+        self.orgs = _forced_keys(org_override_model(), "org", orgs, org__in=orgs) if orgs else {}
+        self.courses = (
+            _forced_keys(course_override_model(), "course_id", courses, course_id__in=courses)
             if courses
-            else []
+            else {}
         )
-        self.courses = _newest_per_key(course_rows, courses)
 
     def org_state(self, org: str) -> bool:
         return self.orgs.get(org, self.global_enabled)
@@ -256,17 +233,5 @@ def org_transition(org: str, new_pk: Any) -> Transition:
 def overridden_keys() -> tuple[set[str], set[str]]:
     """Courses and orgs whose newest override is enabled (they do not follow the global
     flag). Two queries over the override history of the flag."""
-    flag = flag_name()
-    course_rows = (
-        course_override_model()
-        .objects.filter(waffle_flag=flag)
-        .order_by("course_id", "-change_date", "-id")
-        .values_list("course_id", "enabled", "override_choice")
-    )
-    org_rows = (
-        org_override_model()
-        .objects.filter(waffle_flag=flag)
-        .order_by("org", "-change_date", "-id")
-        .values_list("org", "enabled", "override_choice")
-    )
-    return set(_newest_per_key(course_rows, None)), set(_newest_per_key(org_rows, None))
+    courses = _forced_keys(course_override_model(), "course_id")
+    return set(courses), set(_forced_keys(org_override_model(), "org"))
