@@ -97,6 +97,11 @@ def _legacy_matcher(selection: Selection):
     return lambda course_id, row_org: course_id in courses
 
 
+def _exhausted(after: int | None, until: int | None) -> bool:
+    """Whether a keyset read from ``after`` up to ``until`` can find nothing (no query)."""
+    return until is not None and (until < 1 or (after is not None and after >= until))
+
+
 def _keyset(queryset, after: int | None, until: int | None):
     """Rows with a primary key above ``after`` and, when given, at most ``until``."""
     if after is not None:
@@ -119,6 +124,8 @@ def read_legacy(
     """Up to ``limit`` legacy rows of the selection with a primary key above ``after`` (and at
     most ``until``), each with its user's username; also the highest primary key read (where
     the next batch starts) and how many rows were read."""
+    if _exhausted(after, until):
+        return [], None, 0
     queryset = _keyset(legacy_role_model().objects.filter(_legacy_filter(selection)), after, until)
     queryset = queryset.order_by("pk").values_list("pk", "user_id", "org", "course_id", "role")
     rows = _with_usernames(queryset[:limit])
@@ -287,18 +294,31 @@ def _select_any(model, field_names: tuple[str, ...], any_of: dict, equal=None):
     ops = connection.ops
     equal = equal or {}
     columns = ", ".join(ops.quote_name(_column(model, name)) for name in field_names)
-    in_any = " AND ".join(
-        f"{ops.quote_name(_column(model, name))} {_in_sql(connection, _field(model, name), values)}"
-        for name, values in any_of.items()
-    )
     equal_to = "".join(f" AND {ops.quote_name(_column(model, name))} = %s" for name in equal)
     table = ops.quote_name(model._meta.db_table)
     params = [p for values in any_of.values() for p in _in_params(connection, values)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {columns} FROM {table} WHERE {in_any}{equal_to}",  # noqa: S608 (identifiers only)
-            [*params, *equal.values()],
+    if connection.vendor == "postgresql" and len(any_of) == 1:
+        # One index lookup per value, whatever the statistics say. A table that grows fast
+        # (casbin_rule during a sync --all that starts from an empty one) has no column
+        # statistics until autovacuum's next ANALYZE; the planner then takes the equality
+        # filters to match almost nothing and scans the whole table per batch, a lookup
+        # that grew with the table. OFFSET 0 keeps the subquery a per-value lookup.
+        [(name, values)] = any_of.items()
+        array = _array_sql(connection, _field(model, name), values)
+        column = ops.quote_name(_column(model, name))
+        sql = (
+            f"SELECT t.* FROM UNNEST({array}) AS k(v), LATERAL (SELECT {columns} FROM {table} "  # noqa: S608 (identifiers only)
+            f"WHERE {column} = k.v{equal_to} OFFSET 0) AS t"
         )
+    else:
+        in_any = " AND ".join(
+            f"{ops.quote_name(_column(model, name))} "
+            f"{_in_sql(connection, _field(model, name), values)}"
+            for name, values in any_of.items()
+        )
+        sql = f"SELECT {columns} FROM {table} WHERE {in_any}{equal_to}"  # noqa: S608 (identifiers only)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *equal.values()])
         return cursor.fetchall()
 
 
@@ -337,6 +357,8 @@ def read_casbin(
     """Up to ``limit`` Casbin role rows of the selection above ``after`` (and at most
     ``until``); also the highest primary key read (where the next batch starts) and how many
     rows were read."""
+    if _exhausted(after, until):
+        return [], None, 0
     queryset = _keyset(casbin_rule_model().objects.filter(_casbin_filter(selection)), after, until)
     rows = list(
         queryset.order_by("pk").values_list("pk", "v0", "v1", "v2", "v3", "v4", "v5")[:limit]

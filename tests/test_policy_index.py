@@ -14,7 +14,7 @@ import pytest
 
 import authz_migration
 from authz_migration import enforcer as enforcer_sync
-from authz_migration.enforcer import INDEX_ATTRIBUTE, PolicyIndex
+from authz_migration.enforcer import PolicyIndex
 
 SCOPE = "course-v1^course-v1:OrgA+C{}+R"
 

@@ -41,7 +41,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from authz_migration import api, guard
+from authz_migration import api, guard, stores
 from authz_migration.conf import legacy_role_model
 from tests.helpers import casbin_count, legacy_count, legacy_rows, make_users, seed_legacy
 
@@ -158,3 +158,32 @@ def test_query_count_grows_with_the_number_of_batches_only(
     assert statements(forward_queries, "DELETE FROM", legacy_table) == batches
     assert statements(rollback_queries, "INSERT INTO", legacy_table) == batches
     assert statements(rollback_queries, "DELETE FROM", "casbin_rule") == batches
+
+
+def test_existence_reads_stay_index_lookups_on_a_table_without_statistics(db):
+    """casbin_rule filled since its last ANALYZE (a sync --all that starts from an empty
+    table) has no column statistics; the per-batch existence read must still be a lookup
+    per scope, not a scan of the table (it was: 100 ms a batch at 600,000 rows)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL query plan")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE casbin_rule")  # analyzed empty, as before a first sync
+        cursor.execute(
+            "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4, v5) "
+            "SELECT 'g', 'user^u' || i, 'role^course_staff', "
+            "'course-v1^course-v1:OrgA+C' || (i / 5) || '+R', '', '', '' "
+            "FROM generate_series(1, 50000) AS i"
+        )
+    keys = {
+        (f"user^u{i}", "role^course_staff", f"course-v1^course-v1:OrgB+C{i}+R") for i in range(100)
+    }
+
+    with CaptureQueriesContext(connection) as ctx:
+        assert stores.existing_casbin(keys) == set()
+    [read] = [q["sql"] for q in ctx.captured_queries]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + read.replace("%", "%%"))
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "authz_mig_casbin_scope" in plan, plan
+    assert "Seq Scan on casbin_rule" not in plan, plan
