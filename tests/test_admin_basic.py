@@ -179,12 +179,16 @@ def test_swapped_models_are_not_registered(monkeypatch):
 
     monkeypatch.setattr(Options, "swapped", property(swapped))
 
-    # Run admin.py again as a separate module copy, so the real module and its classes (which
-    # the real admin site holds) stay as they are for other tests.
+    # Run the registration (authz_migration/admin/__init__.py) again as a separate module copy,
+    # so the real module (which the real admin site holds) stays as it is for other tests. The
+    # copy is a plain module inside the real package, so its relative imports resolve to the
+    # real submodules.
     import authz_migration.admin
 
     spec = importlib.util.spec_from_file_location(
-        "authz_migration._admin_swapped_copy", authz_migration.admin.__file__
+        "authz_migration.admin._swapped_copy",
+        authz_migration.admin.__file__,
+        submodule_search_locations=None,
     )
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
