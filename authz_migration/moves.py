@@ -24,6 +24,7 @@ from .roles import (
     role_key,
     role_map,
     strip_namespace,
+    subject_key,
     try_org_of,
     validate_org,
 )
@@ -160,14 +161,14 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         place = places.get(key)
         if place is None:
             place = places[key] = _legacy_place(row.course_id, row.org, decide)
-        if place.__class__ is str:
+        if isinstance(place, str):
             if place == LIBRARY:
                 result.not_migrated[row.role] += 1
             else:
                 _unplaceable(result, row, mapping, place)
             continue
         _, course, scope, where = place
-        if not where:
+        if not where:  # None: excluded from this move; False: belongs in the legacy table
             _count_unmoved(result, where, course)
             continue
         role = casbin_roles.get(row.role)
@@ -177,7 +178,7 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         if not row.username:
             result.problem(USER_MISSING, _describe_legacy(row, user_id=row.user_id))
             continue
-        subject = SUBJECT_NAMESPACE + row.username
+        subject = subject_key(row.username)
         if len(subject) > limit or len(role) > limit or len(scope) > limit:
             result.problem(VALUE_TOO_LONG, _describe_legacy(row, user=row.username))
             continue
