@@ -15,7 +15,6 @@ import logging
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from casbin.model.policy import DEFAULT_SEP
 from casbin.model.policy_op import PolicyOp
 from django.conf import settings
 
@@ -89,8 +88,8 @@ INDEX_ATTRIBUTE = "_authz_migration_index"
 class PolicyIndex:
     """Where each rule of one pycasbin policy list sits. Rules are appended at the end and
     removed by moving the last rule into their place (a "g" policy's order means nothing),
-    so both cost O(1). pycasbin's own ``policy_map`` (rule -> position, which pycasbin
-    writes but does not read) is kept right for the rules touched.
+    so both cost O(1). (pycasbin's own ``policy_map`` is left alone: pycasbin's loading
+    does not fill it and nothing in pycasbin reads it.)
 
     The index trusts nothing it has not checked: a replaced list (a reload) or a changed
     length (pycasbin's own API) rebuilds it, and so does a rule found out of its place. One
@@ -120,25 +119,25 @@ class PolicyIndex:
 
     def add(self, rule: list) -> bool:
         """Append ``rule`` unless it is there; True when it was appended."""
-        positions = self.where.get(tuple(rule))
-        if positions and (self._in_place(rule, positions) or self.where.get(tuple(rule))):
+        key = tuple(rule)
+        positions = self.where.get(key)
+        if positions and (self._in_place(rule, positions) or key in self.where):
             return False
-        self.where[tuple(rule)] = [len(self.policy)]
+        self.where[key] = [len(self.policy)]
         self.policy.append(rule)
-        self.assertion.policy_map[DEFAULT_SEP.join(rule)] = len(self.policy) - 1
         self.length += 1
         return True
 
     def remove(self, rule: list) -> bool:
         """Remove every copy of ``rule``; True when there was one."""
-        positions = self.where.get(tuple(rule))
+        key = tuple(rule)
+        positions = self.where.get(key)
         if positions and not self._in_place(rule, positions):
-            positions = self.where.get(tuple(rule))
+            positions = self.where.get(key)
         if not positions:
             return False
-        del self.where[tuple(rule)]
-        policy, policy_map = self.policy, self.assertion.policy_map
-        policy_map.pop(DEFAULT_SEP.join(rule), None)
+        del self.where[key]
+        policy = self.policy
         for position in sorted(positions, reverse=True):
             last = len(policy) - 1
             if position != last:
@@ -146,7 +145,6 @@ class PolicyIndex:
                 policy[position] = moved
                 spots = self.where[tuple(moved)]
                 spots[spots.index(last)] = position
-                policy_map[DEFAULT_SEP.join(moved)] = position
             policy.pop()
         self.length = len(policy)
         return True
