@@ -111,8 +111,10 @@ class PolicyIndex:
         return self.assertion.policy is self.policy and len(self.policy) == self.length
 
     def _in_place(self, rule: list, positions: list[int]) -> bool:
+        """Whether ``rule`` sits where the index says; if not, rebuild the index."""
         policy = self.policy
-        if all(position < len(policy) and policy[position] == rule for position in positions):
+        size = len(policy)
+        if all(position < size and policy[position] == rule for position in positions):
             return True
         self._build()
         return False
@@ -137,13 +139,13 @@ class PolicyIndex:
         if not positions:
             return False
         del self.where[key]
-        policy = self.policy
-        for position in sorted(positions, reverse=True):
+        policy, where = self.policy, self.where
+        for position in sorted(positions, reverse=True) if len(positions) > 1 else positions:
             last = len(policy) - 1
             if position != last:
                 moved = policy[last]
                 policy[position] = moved
-                spots = self.where[tuple(moved)]
+                spots = where[tuple(moved)]
                 spots[spots.index(last)] = position
             policy.pop()
         self.length = len(policy)
