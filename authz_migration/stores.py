@@ -130,7 +130,7 @@ def read_legacy(
     queryset = queryset.order_by("pk").values_list("pk", "user_id", "org", "course_id", "role")
     rows = _with_usernames(queryset[:limit])
     last = rows[-1][0] if rows else None
-    # Open edX's CourseKeyField reads as a CourseKey object: compare and key by its string.
+    # The columns as stored (raw SQL, no field converters); a NULL course key is blank.
     kept = [
         LegacyRow(
             pk, uid, org or "", course if type(course) is str else str(course or ""), role, name
@@ -144,7 +144,7 @@ def read_legacy(
 
 
 def _with_usernames(queryset) -> list[tuple]:
-    """The rows of a ``values_list`` queryset whose second column is a user id, each with
+    """The rows of a ``values_list`` queryset that selects ``user_id``, each with
     that user's username appended (None when the user is gone), in one query: the ORM's own
     SQL, LEFT JOINed to the user table. (The ORM would join INNER on a non-null foreign key
     and drop rows whose user is gone, which a move must report.)"""
