@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
-from django.db.models import Q, Value
+from django.db.models import F, Q, Value
 
 from .conf import legacy_role_model
 from .roles import course_key_prefix, course_scope_key, org_scope_prefix
@@ -127,8 +127,7 @@ def read_legacy(
     if _exhausted(after, until):
         return [], None, 0
     queryset = _keyset(legacy_role_model().objects.filter(_legacy_filter(selection)), after, until)
-    queryset = queryset.order_by("pk").values_list("pk", "user_id", "org", "course_id", "role")
-    rows = _with_usernames(queryset[:limit])
+    rows = _with_usernames(queryset.order_by("pk"), limit)
     last = rows[-1][0] if rows else None
     # The columns as stored (raw SQL, no field converters); a NULL course key is blank.
     kept = [
@@ -143,21 +142,35 @@ def read_legacy(
     return kept, last, len(rows)
 
 
-def _with_usernames(queryset) -> list[tuple]:
-    """The rows of a ``values_list`` queryset that selects ``user_id``, each with
-    that user's username appended (None when the user is gone), in one query: the ORM's own
-    SQL, LEFT JOINed to the user table. (The ORM would join INNER on a non-null foreign key
-    and drop rows whose user is gone, which a move must report.)"""
+# The legacy row's columns as the keyset read selects them, each under an alias of its own:
+# Django aliases annotations in every version (4.2 names plain columns only by their column
+# and puts annotations last), so the outer query can name each one.
+_LEGACY_READ = {
+    "authz_pk": "pk",
+    "authz_user": "user_id",
+    "authz_org": "org",
+    "authz_course": "course_id",
+    "authz_role": "role",
+}
+
+
+def _with_usernames(queryset, limit: int) -> list[tuple]:
+    """Up to ``limit`` rows of the ordered legacy ``queryset`` as (pk, user_id, org,
+    course_id, role, username), the username None when the user is gone, in one query: the
+    ORM's own SQL, LEFT JOINed to the user table. (The ORM would join INNER on a non-null
+    foreign key and drop rows whose user is gone, which a move must report.)"""
     users = get_user_model()
     connection = connections[queryset.db]
-    inner, params = queryset.query.sql_with_params()
+    annotated = queryset.annotate(**{alias: F(name) for alias, name in _LEGACY_READ.items()})
+    inner, params = annotated.values_list(*_LEGACY_READ)[:limit].query.sql_with_params()
+    columns = ", ".join(f"r.{connection.ops.quote_name(alias)}" for alias in _LEGACY_READ)
     table = connection.ops.quote_name(users._meta.db_table)
     pk = connection.ops.quote_name(users._meta.pk.column)
     name = connection.ops.quote_name(users._meta.get_field(users.USERNAME_FIELD).column)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT r.*, u.{name} FROM ({inner}) r LEFT JOIN {table} u ON u.{pk} = r.user_id "  # noqa: S608 (identifiers and the ORM's SQL only)
-            "ORDER BY r.pk",
+            f"SELECT {columns}, u.{name} FROM ({inner}) r LEFT JOIN {table} u "  # noqa: S608 (identifiers and the ORM's SQL only)
+            f"ON u.{pk} = r.authz_user ORDER BY r.authz_pk",
             params,
         )
         return cursor.fetchall()
