@@ -136,10 +136,17 @@ def read_legacy(
         )
         for pk, uid, org, course, role, name in rows
     ]
-    matches = _legacy_matcher(selection)
+    matches = None if _compares_exactly(queryset.db) else _legacy_matcher(selection)
     if matches is not None:
         kept = [row for row in kept if matches(row.course_id, row.org)]
     return kept, last, len(rows)
+
+
+def _compares_exactly(alias: str) -> bool:
+    """Whether the database's own key comparisons (``=``, escaped ``LIKE`` prefixes) are
+    exact, so that rows need no second look in Python: PostgreSQL's are; SQLite's ``LIKE``
+    and MariaDB's ``_ci`` collations ignore letter case."""
+    return connections[alias].vendor == "postgresql"
 
 
 # The legacy row's columns as the keyset read selects them, each under an alias of its own:
@@ -377,11 +384,11 @@ def read_casbin(
         queryset.order_by("pk").values_list("pk", "v0", "v1", "v2", "v3", "v4", "v5")[:limit]
     )
     last = rows[-1][0] if rows else None
-    matches = _casbin_matcher(selection)
+    matches = None if _compares_exactly(queryset.db) else _casbin_matcher(selection)
     kept = [
         CasbinRow(pk, v0, v1, v2, (v3, v4, v5))
         for pk, v0, v1, v2, v3, v4, v5 in rows
-        if matches(v2)
+        if matches is None or matches(v2)
     ]
     return kept, last, len(rows)
 

@@ -1007,3 +1007,34 @@ def test_instance_sync_puts_every_course_where_its_flag_points(
     assert api.verify_scope(everything=True) == []
     assert legacy_rows() == expected_legacy
     assert casbin_rows() == expected_casbin
+
+
+@pytest.mark.parametrize("org", ["Org_A", "OrgA"])
+def test_an_org_move_takes_exactly_its_org_not_look_alikes(org, make_user, grant):
+    """Orgs equal but for case, or matched by a LIKE wildcard (``_``), are other orgs: each
+    database's filter plus the app's exact comparison must leave them alone, both ways. (One
+    user per org: MariaDB's _ci unique key holds "OrgA" and "orga" rows of one user equal.)"""
+    orgs = ["Org_A", "OrgXA", "OrgA", "orga", "ORG_A"]
+    users = {name: make_user(f"user{i}") for i, name in enumerate(orgs)}
+    for name in orgs:
+        grant(users[name], f"course-v1:{name}+C1+R", "staff")
+        grant(users[name], "", "instructor", org=name)
+    others = {row for row in legacy_rows() if row[1] != org}
+    mine = users[org].username
+
+    forward = api.migrate_org(org, forward=True, force=True)
+
+    assert (forward.status, forward.moved) == (COMPLETED, 2)
+    assert casbin_rows() == {
+        g(mine, "course_staff", f"course-v1:{org}+C1+R"),
+        g(mine, "course_admin", org_glob(org)),
+    }
+    assert legacy_rows() == others
+    for name in orgs:  # the look-alikes' Casbin rows must stay when this org goes back
+        if name != org:
+            add_casbin_role(users[name].username, "course_staff", f"course-v1:{name}+C2+R")
+
+    back = api.migrate_org(org, forward=False, force=True)
+
+    assert (back.status, back.moved) == (COMPLETED, 2)
+    assert casbin_count() == len(orgs) - 1
