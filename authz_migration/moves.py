@@ -220,13 +220,17 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
     names: dict[str, str | None] = {}
     parsed = []
     for row in rows:
-        place = places.get(row.v2, False)
-        if place is False:
-            place = places[row.v2] = _casbin_place(row.v2, decide, limits)
         username = names.get(row.v0, False)
         if username is False:
             username = names[row.v0] = strip_namespace(row.v0, SUBJECT_NAMESPACE)
-        if place is None or username is None or any(row.extra) or not _is_role(row.v1):
+        place = None
+        if username is not None and not any(row.extra) and _is_role(row.v1):
+            # Only a well-formed row asks where its scope belongs (an org's decider counts
+            # the org-wide rows it is asked about).
+            place = places.get(row.v2, False)
+            if place is False:
+                place = places[row.v2] = _casbin_place(row.v2, decide, limits)
+        if place is None:
             result.problem(MALFORMED_CASBIN_ROW, _describe_casbin(row))
             continue
         org, course, where, fits = place
