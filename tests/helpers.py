@@ -1,18 +1,21 @@
-"""Helpers shared by the engine, guard and query-count tests: read both role stores as plain
-sets, write Casbin rows, and seed role data in bulk."""
+"""Helpers shared by the tests: the default role map written out, both role stores read as
+plain sets, Casbin rows written, role data seeded in bulk, threads with their own
+connection, lock rows made in the test's transaction."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, connections
 
 from authz_migration.conf import legacy_role_model
 from authz_migration.roles import reverse_role_map
 from authz_migration.stores import casbin_rule_model
 
-# Default role map, written out rather than imported: the tests check the app against it.
+# Default role map, written out (DESIGN.md) rather than imported: the tests check the app
+# against it.
 ROLE_MAP = {
     "instructor": "course_admin",
     "staff": "course_staff",
@@ -22,6 +25,39 @@ ROLE_MAP = {
     "ccx_coach": "ccx_coach",
 }
 ROLES = list(ROLE_MAP)
+CASBIN_TO_LEGACY = {casbin: legacy for legacy, casbin in ROLE_MAP.items()}
+
+
+def in_thread(target, *args, **kwargs) -> tuple[threading.Thread, dict]:
+    """Start ``target`` in a thread with its own connection; the dict gets its result or
+    error. The thread closes its connections when it ends."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = target(*args, **kwargs)
+        except BaseException as exc:  # handed to the test, which asserts on it
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def lock_rows_in_test_transaction(monkeypatch) -> None:
+    """On PostgreSQL and MariaDB the guard creates missing lock rows on a side connection,
+    committed: in a test that rolls back they would outlive it. This makes them in the
+    test's own transaction instead (the path SQLite and autocommit callers take anyway)."""
+    from authz_migration import guard
+    from authz_migration.models import ScopeLock
+
+    def ensure(keys, using="default"):
+        rows = [ScopeLock(key=key) for key in sorted(set(keys))]
+        ScopeLock.objects.using(using).bulk_create(rows, ignore_conflicts=True)
+
+    monkeypatch.setattr(guard, "ensure_lock_rows", ensure)
 
 
 def legacy_rows() -> set[tuple[int, str, str, str]]:

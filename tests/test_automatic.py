@@ -27,6 +27,7 @@ from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
 from tests.conftest import FLAG
+from tests.helpers import CASBIN_TO_LEGACY, ROLE_MAP
 
 ORG = "OrgA"
 C1 = "course-v1:OrgA+C1+2024"
@@ -38,16 +39,6 @@ PREFIX_ORG_COURSE = "course-v1:OrgAB+Y1+2024"  # OrgAB must never be taken for O
 LEGACY = "legacy"
 CASBIN = "casbin"
 
-# Casbin role -> legacy role, written out from DESIGN.md rather than read from roles.py.
-CASBIN_TO_LEGACY = {
-    "course_admin": "instructor",
-    "course_staff": "staff",
-    "course_limited_staff": "limited_staff",
-    "course_data_researcher": "data_researcher",
-    "course_beta_tester": "beta_testers",
-    "ccx_coach": "ccx_coach",
-}
-LEGACY_TO_CASBIN = {legacy: casbin for casbin, legacy in CASBIN_TO_LEGACY.items()}
 
 automatic_on = override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
 
@@ -87,11 +78,7 @@ def roles_anywhere() -> Counter:
 
 def systems_of(scope: str) -> set[str]:
     """Where the mapped (movable) roles of a course key or org-wide org currently live."""
-    return {
-        system
-        for system, _, role, owner in role_rows()
-        if owner == scope and role in LEGACY_TO_CASBIN
-    }
+    return {system for system, _, role, owner in role_rows() if owner == scope and role in ROLE_MAP}
 
 
 def runs(**filters) -> list[MigrationRun]:

@@ -28,7 +28,8 @@ from authz_migration import api, flags
 from authz_migration.conf import course_override_model, org_override_model
 from authz_migration.models import MigrationRun, ScopeLock
 from tests.conftest import FLAG
-from tests.test_automatic import CASBIN, LEGACY, LEGACY_TO_CASBIN, role_rows, roles_anywhere
+from tests.helpers import ROLE_MAP
+from tests.test_automatic import CASBIN, LEGACY, role_rows, roles_anywhere
 
 ORG = "OrgA"
 COURSES = [f"course-v1:{ORG}+C{i}+2024" for i in range(5)]
@@ -98,11 +99,11 @@ def in_step_with_flags() -> list[str]:
     rows = role_rows()
     for course in [*COURSES, OTHER_ORG_COURSE]:
         expected = CASBIN if flags.is_authz_enabled(course) else LEGACY
-        found = {s for s, _, role, owner in rows if owner == course and role in LEGACY_TO_CASBIN}
+        found = {s for s, _, role, owner in rows if owner == course and role in ROLE_MAP}
         if found - {expected}:
             wrong.append(f"{course}: in {sorted(found)}, flag says {expected}")
     org_state = CASBIN if flags.org_effective_state(ORG).enabled else LEGACY
-    found = {s for s, _, role, owner in rows if owner == ORG and role in LEGACY_TO_CASBIN}
+    found = {s for s, _, role, owner in rows if owner == ORG and role in ROLE_MAP}
     if found - {org_state}:
         wrong.append(f"{ORG} org-wide: in {sorted(found)}, flag says {org_state}")
     return wrong

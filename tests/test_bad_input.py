@@ -29,13 +29,14 @@ from django.core.management.base import CommandError
 from django.db import connection, models
 from django.test import override_settings
 
-from authz_migration import api, conf, flags, guard
+from authz_migration import api, conf, flags
 from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import legacy_role_model
-from authz_migration.models import MigrationRun, ScopeLock
+from authz_migration.models import MigrationRun
 from authz_migration.orchestrator import FORWARD, ROLLBACK
 from authz_migration.roles import InvalidCourseKey, InvalidOrg
 from authz_migration.stores import casbin_rule_model
+from tests.helpers import lock_rows_in_test_transaction
 
 COMPLETED = MigrationRun.Status.COMPLETED
 PARTIAL = MigrationRun.Status.PARTIAL_SUCCESS
@@ -49,19 +50,12 @@ MOVED, NOT_MIGRATED, IGNORED = "moved", "not_migrated", "ignored"
 
 @pytest.fixture(autouse=True)
 def _lock_rows_in_the_test_transaction(request, monkeypatch):
-    """On PostgreSQL and MariaDB the guard creates missing lock rows on a side connection,
-    committed: in a test that rolls back they would outlive it. There they are made in the
-    test's own transaction (the path SQLite and autocommit callers take anyway); tests that
-    commit (``transaction=True``) keep the real path."""
+    """Lock rows in the test's own transaction (see the helper); tests that commit
+    (``transaction=True``) keep the real path."""
     marker = request.node.get_closest_marker("django_db")
     if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
         return
-
-    def ensure(keys, using="default"):
-        rows = [ScopeLock(key=key) for key in sorted(set(keys))]
-        ScopeLock.objects.using(using).bulk_create(rows, ignore_conflicts=True)
-
-    monkeypatch.setattr(guard, "ensure_lock_rows", ensure)
+    lock_rows_in_test_transaction(monkeypatch)
 
 
 @pytest.fixture

@@ -32,19 +32,10 @@ from authz_migration import api, guard
 from authz_migration.management.commands import authz_migrate as command_module
 from authz_migration.models import MigrationRun
 from authz_migration.reporting import Progress
-from tests.helpers import casbin_roles, legacy_roles
+from tests.helpers import ROLE_MAP, casbin_roles, legacy_roles
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Default role map, written out (DESIGN.md) rather than read from the app.
-LEGACY_TO_CASBIN = {
-    "instructor": "course_admin",
-    "staff": "course_staff",
-    "limited_staff": "course_limited_staff",
-    "data_researcher": "course_data_researcher",
-    "beta_testers": "course_beta_tester",
-    "ccx_coach": "ccx_coach",
-}
 
 LEGACY, CASBIN = "legacy", "casbin"
 
@@ -96,7 +87,7 @@ def add_casbin(username: str, legacy_role: str, scope: str) -> CasbinRule:
     return CasbinRule.objects.create(
         ptype="g",
         v0=f"user^{username}",
-        v1=f"role^{LEGACY_TO_CASBIN[legacy_role]}",
+        v1=f"role^{ROLE_MAP[legacy_role]}",
         v2=f"course-v1^{key}",
     )
 
@@ -176,7 +167,7 @@ def seed_courses(people, grant, org: str, courses: int, per_course: int = 1) -> 
     """``courses`` courses of ``org``, each with ``per_course`` legacy roles."""
     keys = [f"course-v1:{org}+C{i:02d}+R" for i in range(courses)]
     users = list(people.values())
-    roles = list(LEGACY_TO_CASBIN)
+    roles = list(ROLE_MAP)
     for key in keys:
         for n in range(per_course):
             grant(users[n % len(users)], key, roles[n % len(roles)])

@@ -31,22 +31,13 @@ from django.db.models import Count
 from authz_migration import api, guard
 from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun, ScopeLock
-from tests.helpers import casbin_roles, legacy_roles
+from tests.helpers import ROLE_MAP, casbin_roles, legacy_roles
 
 pytestmark = [pytest.mark.server_db, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Default role map, written out (DESIGN.md) rather than read from the app.
-LEGACY_TO_CASBIN = {
-    "instructor": "course_admin",
-    "staff": "course_staff",
-    "limited_staff": "course_limited_staff",
-    "data_researcher": "course_data_researcher",
-    "beta_testers": "course_beta_tester",
-    "ccx_coach": "ccx_coach",
-}
-ROLES = list(LEGACY_TO_CASBIN)
+ROLES = list(ROLE_MAP)
 
 ORGS = ["OrgA", "OrgB", "OrgC"]
 COURSES_PER_ORG = 10
@@ -149,7 +140,7 @@ def population(server_db, global_flag, org_override, course_override):
             CasbinRule(
                 ptype="g",
                 v0=f"user^stray{i:02d}",
-                v1=f"role^{LEGACY_TO_CASBIN[ROLES[i % 6]]}",
+                v1=f"role^{ROLE_MAP[ROLES[i % 6]]}",
                 v2=f"course-v1^{course}",
             )
             for course in STRAY_CASBIN_COURSES

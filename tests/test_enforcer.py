@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import UserList
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,25 @@ def test_a_committed_sync_reaches_the_loaded_enforcer_without_a_reload(
     # The probe works: a full load does pick the rogue row up.
     loaded.load_policy()
     assert knows_rogue(loaded)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_policy_kept_in_another_container_is_followed_through_pycasbins_api(loaded, roles_of_org):
+    """The index is written for pycasbin 2.x's plain list (docs/decisions/0009); with any
+    other container the moves go through pycasbin's public model API instead, and still
+    arrive."""
+    assertion = loaded.model["g"]["g"]
+    assertion.policy = UserList(assertion.policy)
+
+    move(forward=True)
+    assert roles(loaded) == [STAFF]
+    assert roles(loaded, BOB, ORG_DOMAIN) == [ADMIN]
+    assert enforcer_triples(loaded) == casbin_triples()
+    assert not hasattr(assertion, enforcer_sync.INDEX_ATTRIBUTE)
+
+    move(forward=False)
+    assert roles(loaded) == []
+    assert enforcer_triples(loaded) == set()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
 
 from authz_migration import api, flags, guard, moves
@@ -33,6 +33,7 @@ from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
 from authz_migration.stores import casbin_rule_model
+from tests.helpers import in_thread
 
 pytestmark = [pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
@@ -105,23 +106,6 @@ def set_org_flag(on: bool) -> None:
 
 
 # --- threads, backend ids, kills -------------------------------------------------------------
-
-
-def in_thread(target, *args, **kwargs) -> tuple[threading.Thread, dict]:
-    """Run ``target`` in a thread with its own connection; the dict gets its result or error."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["result"] = target(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 (reported to the test)
-            box["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def backend_id(conn) -> int:

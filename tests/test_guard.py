@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
 from authz_migration import api, guard, moves, orchestrator
 from authz_migration.models import MigrationRun
@@ -34,6 +34,7 @@ from tests.helpers import (
     ROLES,
     add_casbin_role,
     duplicate_casbin_rows,
+    in_thread,
     legacy_rows,
     org_glob,
     role_multiset,
@@ -54,24 +55,6 @@ concurrent = pytest.mark.django_db(transaction=True)
 def lock_rows(transactional_db):
     """The lock rows, committed (as after the first move ever made in each scope)."""
     guard.ensure_lock_rows([guard.INSTANCE, LOCK_A, LOCK_B])
-
-
-def in_thread(target, *args, **kwargs) -> tuple[threading.Thread, dict]:
-    """Start ``target`` in a thread with its own connection; the dict gets its result or
-    error. The thread closes its connections when it ends."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["result"] = target(*args, **kwargs)
-        except BaseException as exc:  # handed to the test, which asserts on it
-            box["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
 @contextmanager

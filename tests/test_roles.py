@@ -8,6 +8,7 @@ from django.test import override_settings
 from authz_migration import roles
 from authz_migration.conf import DEFAULT_ROLE_MAP
 from authz_migration.roles import InvalidCourseKey, InvalidOrg
+from tests.helpers import ROLE_MAP
 
 COURSE = "course-v1:OpenedX+CS101+2024"
 
@@ -207,16 +208,8 @@ def test_validate_org_rejects_a_trailing_newline():
 
 
 def test_default_role_map_is_open_edx_s():
-    expected = {
-        "instructor": "course_admin",
-        "staff": "course_staff",
-        "limited_staff": "course_limited_staff",
-        "data_researcher": "course_data_researcher",
-        "beta_testers": "course_beta_tester",
-        "ccx_coach": "ccx_coach",
-    }
-    assert roles.role_map() == expected
-    assert roles.reverse_role_map() == {v: k for k, v in expected.items()}
+    assert roles.role_map() == ROLE_MAP  # written out in tests/helpers.py
+    assert roles.reverse_role_map() == {v: k for k, v in ROLE_MAP.items()}
 
 
 @pytest.mark.parametrize(

@@ -30,11 +30,12 @@ from django.test import override_settings
 from django.urls import reverse
 
 import authz_migration
-from authz_migration import api, flags, guard, moves
+from authz_migration import api, flags, moves
 from authz_migration.conf import course_override_model, legacy_role_model, org_override_model
 from authz_migration.management.commands import authz_migrate
-from authz_migration.models import MigrationRun, ScopeLock
+from authz_migration.models import MigrationRun
 from authz_migration.stores import casbin_rule_model
+from tests.helpers import lock_rows_in_test_transaction
 
 pytestmark = pytest.mark.django_db
 
@@ -46,15 +47,8 @@ PACKAGE = Path(authz_migration.__file__).parent
 
 @pytest.fixture(autouse=True)
 def _lock_rows_in_the_test_transaction(monkeypatch):
-    """On PostgreSQL and MariaDB the guard creates missing lock rows on a side connection,
-    committed: they would outlive this rolled-back test. Here they are made in the test's own
-    transaction (the path SQLite and autocommit callers take anyway)."""
-
-    def ensure(keys, using="default"):
-        rows = [ScopeLock(key=key) for key in sorted(set(keys))]
-        ScopeLock.objects.using(using).bulk_create(rows, ignore_conflicts=True)
-
-    monkeypatch.setattr(guard, "ensure_lock_rows", ensure)
+    """Lock rows in the test's own transaction (see the helper)."""
+    lock_rows_in_test_transaction(monkeypatch)
 
 
 @pytest.fixture

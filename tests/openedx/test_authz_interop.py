@@ -23,6 +23,7 @@ from django.test import override_settings
 from authz_migration import api
 from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun
+from tests.helpers import ROLE_MAP
 
 pytestmark = pytest.mark.django_db
 
@@ -203,14 +204,7 @@ def test_rows_are_byte_identical_to_what_openedx_authz_writes(legacy_roles, glob
     for username, course_id, org, role in LEGACY:
         if role == "finance_admin":
             continue
-        casbin_role = {
-            "instructor": "course_admin",
-            "staff": "course_staff",
-            "limited_staff": "course_limited_staff",
-            "data_researcher": "course_data_researcher",
-            "beta_testers": "course_beta_tester",
-            "ccx_coach": "ccx_coach",
-        }[role]
+        casbin_role = ROLE_MAP[role]
         scope = f"course-v1^{course_id}" if course_id else f"course-v1^course-v1:{org}+*"
         assert enforcer.add_role_for_user_in_domain(
             f"user^{username}", f"role^{casbin_role}", scope

@@ -28,6 +28,7 @@ from authz_migration import api, flags, moves
 from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import course_override_model, legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
+from tests.helpers import CASBIN_TO_LEGACY
 from tests.openedx.conftest import OPENEDX_SETTINGS, openedx_host
 
 if not openedx_host():  # conftest.py keeps the module out; this covers an explicit path
@@ -50,16 +51,6 @@ OTHER = CourseKey.from_string("course-v1:OrgB+X1+2024")
 PREFIX = CourseKey.from_string("course-v1:OrgAB+Y1+2024")  # must never be taken for OrgA
 
 automatic_on = override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
-
-# Casbin role -> legacy role, written out from DESIGN.md.
-CASBIN_TO_LEGACY = {
-    "course_admin": "instructor",
-    "course_staff": "staff",
-    "course_limited_staff": "limited_staff",
-    "course_data_researcher": "data_researcher",
-    "course_beta_tester": "beta_testers",
-    "ccx_coach": "ccx_coach",
-}
 
 
 # --- reading the host's tables --------------------------------------------------------------
