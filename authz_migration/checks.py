@@ -6,16 +6,21 @@
 - E004  ``CASBIN_MODEL`` is unset or names no file
 - E005  ``AUTHZ_MIGRATION_ROLE_MAP`` is not a one-to-one map of non-empty strings
 - E006  ``AUTHZ_MIGRATION_FLAG_NAME`` is not a non-empty string
+- E007  this app's and openedx-authz's automatic migrations are both on
+- E008  openedx-authz is installed but ``CASBIN_MODEL`` is this app's model file
+- W001  the installed openedx-authz is outside the versions this app was tested with
 """
 
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError, version
 
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
+from . import CASBIN_MODEL_PATH, peer
 from .conf import PREFIX, get_setting
 
 REQUIRED_FIELDS = {
@@ -111,3 +116,65 @@ def check_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+#: openedx-authz's own switch for its automatic course-authoring migration.
+OPENEDX_AUTHZ_AUTOMATIC = "ENABLE_AUTOMATIC_AUTHZ_COURSE_AUTHORING_MIGRATION"
+
+
+@checks.register()
+def check_openedx_authz(app_configs=None, **kwargs):
+    """Beside openedx-authz: one mover per override save, its model file, a tested version."""
+    if not peer.installed():
+        return []
+    errors = []
+    if get_setting("AUTOMATIC") and getattr(settings, OPENEDX_AUTHZ_AUTOMATIC, False):
+        errors.append(
+            checks.Error(
+                f"{PREFIX}AUTOMATIC and openedx-authz's {OPENEDX_AUTHZ_AUTOMATIC} are both on: "
+                "every override save would move the same roles twice, once unguarded.",
+                hint=f"Set {OPENEDX_AUTHZ_AUTOMATIC} = False (see docs/openedx.rst).",
+                id="authz_migration.E007",
+            )
+        )
+    model_path = getattr(settings, "CASBIN_MODEL", None)
+    if model_path and os.path.isfile(str(model_path)) and _same_file(model_path, CASBIN_MODEL_PATH):
+        errors.append(
+            checks.Error(
+                "CASBIN_MODEL is this app's model file, but openedx-authz is installed: its "
+                "enforcer would lose its staff and superuser rule.",
+                hint="Leave CASBIN_MODEL to openedx-authz's plugin settings (its model.conf).",
+                id="authz_migration.E008",
+            )
+        )
+    installed = _openedx_authz_version()
+    low, high = peer.TESTED_VERSIONS
+    if installed is not None and not low <= installed < high:
+        errors.append(
+            checks.Warning(
+                f"openedx-authz {'.'.join(map(str, installed))} is installed; this app was "
+                f"tested with {low[0]}.{low[1]} up to (not including) {high[0]}.{high[1]}.",
+                hint="Moves write openedx-authz's rows as those versions do; test before use.",
+                id="authz_migration.W001",
+            )
+        )
+    return errors
+
+
+def _same_file(one, other) -> bool:
+    try:
+        return os.path.samefile(str(one), str(other))
+    except OSError:
+        return False
+
+
+def _openedx_authz_version() -> tuple[int, ...] | None:
+    try:
+        text = version("openedx-authz")
+    except PackageNotFoundError:
+        return None
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)

@@ -18,6 +18,8 @@ from contextvars import ContextVar
 from casbin.model.policy_op import PolicyOp
 from django.conf import settings
 
+from . import peer
+
 logger = logging.getLogger(__name__)
 
 SECTION = PTYPE = "g"
@@ -51,6 +53,7 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
     """Receiver of ``migration_run_finished``: apply a committed move to the enforcer."""
     if not (added or removed):
         return
+    _invalidate_openedx_authz()
     enforcer = _loaded_enforcer()
     if enforcer is None or not _follow_in_process.get():
         watcher = getattr(enforcer, "watcher", None) or getattr(settings, "CASBIN_WATCHER", None)
@@ -160,6 +163,18 @@ def _index_of(assertion) -> PolicyIndex:
         index = PolicyIndex(assertion)
         setattr(assertion, INDEX_ATTRIBUTE, index)
     return index
+
+
+def _invalidate_openedx_authz() -> None:
+    try:
+        peer.invalidate_enforcers()
+    except Exception:
+        # The move has committed; failing here would report a committed move as an error.
+        # openedx-authz's enforcers keep their old policy until its next version change.
+        logger.exception(
+            "authz_migration: could not change openedx-authz's policy-cache version; its "
+            "enforcers keep their old policy until it changes"
+        )
 
 
 def _notify_watcher(watcher, added, removed) -> None:

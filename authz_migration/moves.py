@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import peer
 from .conf import legacy_role_model
 from .roles import (
     ROLE_NAMESPACE,
@@ -179,13 +180,18 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
             result.problem(USER_MISSING, _describe_legacy(row, user_id=row.user_id))
             continue
         subject = subject_key(row.username)
-        if len(subject) > limit or len(role) > limit or len(scope) > limit:
+        if (
+            len(subject) > limit
+            or len(role) > limit
+            or len(scope) > limit
+            or not peer.rule_key_fits(subject, role, scope)
+        ):
             result.problem(VALUE_TOO_LONG, _describe_legacy(row, user=row.username))
             continue
         planned.append((row, (subject, role, scope)))
 
     present = existing_casbin({target for _, target in planned})
-    _, created = _write_then_delete(
+    moved, created = _write_then_delete(
         result,
         planned,
         present,
@@ -195,6 +201,8 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         delete=delete_legacy,
         scope=lambda row, target: target[2],
     )
+    if moved:
+        peer.record_assignments((target for _, target in moved), created)
     result.casbin_added = created
     return result
 
@@ -261,6 +269,13 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
             if target in clashing:
                 result.problem(CONFLICTING_ROW, {"id": row.pk, "user": row.v0, "scope": row.v2})
         planned = [(row, target) for row, target in planned if target not in clashing]
+    sources = {row.pk: row for row, _ in planned}
+
+    def delete(pks: list[int]) -> int:
+        # openedx-authz's extended rows reference the rules: they go first.
+        peer.forget_assignments([(pk, *sources[pk][1:4]) for pk in pks])
+        return delete_casbin(pks)
+
     moved, _ = _write_then_delete(
         result,
         planned,
@@ -268,7 +283,7 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
         dry_run=dry_run,
         insert=insert_legacy,
         reread=lambda keys: existing_legacy(keys)[0],
-        delete=delete_casbin,
+        delete=delete,
         scope=lambda row, target: row.v2,
         in_key_order=True,
     )

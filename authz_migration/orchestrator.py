@@ -24,7 +24,7 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from . import flags, guard, moves
+from . import flags, guard, moves, peer
 from .conf import get_setting
 from .models import MigrationRun
 from .roles import org_of, parse_scope, try_org_of
@@ -327,7 +327,7 @@ def _execute(
                 return _skipped(move, str(busy), trigger, triggered_by, using)
         started = time.monotonic()
         try:
-            with transaction.atomic(using=using):
+            with transaction.atomic(using=using), peer.acting_as(triggered_by):
                 outcome = _apply(move, batch_size, max_batches, after, progress=progress)
         except Exception as exc:
             if raise_deadlock and guard.is_deadlock(exc):

@@ -9,7 +9,10 @@ itself: installing the package then needs no settings beyond ``AUTHZ_MIGRATION_A
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from authz_migration import CASBIN_MODEL_PATH
 
@@ -20,8 +23,8 @@ OPENEDX_MODELS = {
     "AUTHZ_MIGRATION_ORG_OVERRIDE_MODEL": "waffle_utils.WaffleFlagOrgOverrideModel",
 }
 
-#: How openedx-authz adds casbin_adapter to INSTALLED_APPS; the same entry, so that whichever
-#: plugin runs second sees it and the app label is never listed twice.
+#: casbin_adapter's entry when openedx-authz is absent; openedx-authz adds its own entry for
+#: the same app label (``openedx_authz.engine.apps.CasbinAdapterConfig``).
 CASBIN_ADAPTER_APP = "casbin_adapter.apps.CasbinAdapterConfig"
 
 
@@ -29,24 +32,50 @@ def _unset(settings: Any, name: str) -> bool:
     return getattr(settings, name, None) in (None, "")
 
 
+def openedx_authz_present() -> bool:
+    """Whether openedx-authz is installed; in Open edX its plugin is then in the project."""
+    return importlib.util.find_spec("openedx_authz") is not None
+
+
+def casbin_adapter_entries(installed_apps) -> list[str]:
+    """The INSTALLED_APPS entries that install the ``casbin_adapter`` app label: the module,
+    its own AppConfig, or another package's AppConfig for it (openedx-authz's)."""
+    return [
+        app
+        for app in installed_apps
+        if app == "casbin_adapter"
+        or app.startswith("casbin_adapter.")
+        or app.endswith(".CasbinAdapterConfig")
+    ]
+
+
 def plugin_settings(settings: Any) -> None:
     """Set the Open edX defaults on ``settings`` (a settings module or any namespace object).
 
     Only settings the deployment has not set are filled in, so explicit values (in
-    ``lms.yml``, a Tutor patch, ...) win whether they come before or after this call.
+    ``lms.yml``, a Tutor patch, ...) win whether they come before or after this call. Beside
+    openedx-authz, whose own plugin settings add casbin_adapter and set ``CASBIN_MODEL`` to
+    its model file (with its staff and superuser rule), this adds neither, whichever of the
+    two plugins runs first.
     """
     for name, model in OPENEDX_MODELS.items():
         if _unset(settings, name):
             setattr(settings, name, model)
-    # openedx-authz sets its own model file; when it is absent, the app's own model reads the
-    # rows this app writes.
+    installed = getattr(settings, "INSTALLED_APPS", None)
+    entries = casbin_adapter_entries(installed or ())
+    if len(entries) > 1:
+        # Django would refuse to start with a bare "labels aren't unique"; say which.
+        raise ImproperlyConfigured(
+            f"INSTALLED_APPS installs casbin_adapter {len(entries)} times ({', '.join(entries)});"
+            " keep one (beside openedx-authz, its openedx_authz.engine.apps.CasbinAdapterConfig)"
+        )
+    if openedx_authz_present():
+        return
     if _unset(settings, "CASBIN_MODEL"):
         settings.CASBIN_MODEL = CASBIN_MODEL_PATH
-    installed = getattr(settings, "INSTALLED_APPS", None)
-    if installed is None:
+    if installed is None or entries:
         return
-    if not any(app == "casbin_adapter" or app.startswith("casbin_adapter.") for app in installed):
-        if isinstance(installed, list):
-            installed.append(CASBIN_ADAPTER_APP)
-        else:
-            settings.INSTALLED_APPS = [*installed, CASBIN_ADAPTER_APP]
+    if isinstance(installed, list):
+        installed.append(CASBIN_ADAPTER_APP)
+    else:
+        settings.INSTALLED_APPS = [*installed, CASBIN_ADAPTER_APP]

@@ -10,6 +10,7 @@ import types
 from importlib.metadata import entry_points
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 import authz_migration
 from authz_migration.apps import AuthzMigrationConfig
@@ -40,14 +41,6 @@ def settings_module(monkeypatch):
         return module
 
     return make
-
-
-def openedx_authz_plugin_settings(settings):
-    """What openedx-authz's own plugin_settings does to the same settings (its
-    openedx_authz/settings/common.py), for the order tests below."""
-    if CASBIN_ADAPTER_APP not in settings.INSTALLED_APPS:
-        settings.INSTALLED_APPS.append(CASBIN_ADAPTER_APP)
-    settings.CASBIN_MODEL = "/openedx_authz/engine/config/model.conf"
 
 
 @pytest.mark.parametrize("project_type", PROJECT_TYPES)
@@ -107,16 +100,26 @@ def test_explicit_host_settings_win(settings_module):
     assert module.INSTALLED_APPS == ["django.contrib.auth", "waffle", "casbin_adapter"]
 
 
-@pytest.mark.parametrize("authz_first", [True, False], ids=["openedx-authz-first", "ours-first"])
-def test_works_beside_openedx_authz_in_either_order(settings_module, authz_first):
+@pytest.mark.parametrize(
+    "entry",
+    ["casbin_adapter", "casbin_adapter.apps.CasbinAdapterConfig", "x.apps.CasbinAdapterConfig"],
+)
+def test_an_existing_casbin_adapter_entry_in_any_form_is_not_added_again(settings_module, entry):
     module = settings_module()
-    order = [openedx_authz_plugin_settings, plugin_settings]
-    for apply in order if authz_first else reversed(order):
-        apply(module)
+    module.INSTALLED_APPS.append(entry)
+    plugin_settings(module)
+    assert module.INSTALLED_APPS == ["django.contrib.auth", "waffle", entry]
 
-    assert module.INSTALLED_APPS.count(CASBIN_ADAPTER_APP) == 1
-    assert module.CASBIN_MODEL == "/openedx_authz/engine/config/model.conf"
-    assert {name: getattr(module, name) for name in EXPECTED_MODELS} == EXPECTED_MODELS
+
+def test_casbin_adapter_listed_twice_is_named_before_django_refuses_to_start(settings_module):
+    module = settings_module()
+    module.INSTALLED_APPS += ["casbin_adapter", "openedx_authz.engine.apps.CasbinAdapterConfig"]
+    with pytest.raises(ImproperlyConfigured, match="installs casbin_adapter 2 times"):
+        plugin_settings(module)
+
+
+# Beside the real openedx-authz (either plugin order, through edx-django-utils):
+# tests/openedx_authz/test_settings.py, on Python 3.12 with openedx-authz installed.
 
 
 def test_plugin_settings_accepts_a_namespace_with_a_tuple_of_apps():

@@ -1,0 +1,252 @@
+"""openedx-authz, when the host runs it beside this app (docs/decisions/0010).
+
+openedx-authz answers permission checks from ``casbin_rule``, but its own assignment API
+writes more than the rule: an ``ExtendedCasbinRule`` linked to a ``Scope`` (the course; none
+for an org-wide glob) and a ``Subject`` (the user), and an audit row per assignment. Its
+listing APIs, its cascades and its own rollback rely on them, so a move writes them too, set
+based and in the move's transaction, and a rollback removes the extended rules before their
+rules (their foreign key would otherwise fail at commit) and audits the removal.
+
+Its enforcers reload when its policy-cache version changes; :func:`invalidate_enforcers`
+changes it after a move commits, through openedx-authz's own call.
+
+Without openedx-authz installed every function here does nothing and costs no query.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.db import connections, router
+from django.db.models import Min, Q
+from django.utils import timezone
+
+from .roles import COURSE_KEY_PREFIX, SCOPE_NAMESPACE, SUBJECT_NAMESPACE, strip_namespace
+from .stores import CasbinKey, _in_params, _in_sql, _insert_rows
+
+logger = logging.getLogger(__name__)
+
+APP_LABEL = "openedx_authz"
+#: openedx-authz releases this app was tested against (a system check warns outside them).
+TESTED_VERSIONS = ((1, 35), (2, 0))  # >= 1.35, < 2.0
+#: ``ExtendedCasbinRule.casbin_rule_key`` holds ptype and v0..v3 joined by commas.
+RULE_KEY_LENGTH = 255
+
+# The user a move acts for (the actor of its audit rows); None for system moves.
+_actor: ContextVar[Any] = ContextVar("authz_migration_actor", default=None)
+
+
+def installed() -> bool:
+    """Whether openedx-authz is an installed app of this project."""
+    return apps.is_installed(APP_LABEL)
+
+
+@contextmanager
+def acting_as(user: Any):
+    """Within this block, side rows name ``user`` (a user or None) as the actor."""
+    token = _actor.set(getattr(user, "pk", None))
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def rule_key(subject: str, role: str, scope: str) -> str:
+    """openedx-authz's lookup key of a "g" rule written by this app (v3 empty)."""
+    return f"g,{subject},{role},{scope},"
+
+
+def rule_key_fits(subject: str, role: str, scope: str) -> bool:
+    """Whether the rule's extended row can be written (always, without openedx-authz)."""
+    return not installed() or len(rule_key(subject, role, scope)) <= RULE_KEY_LENGTH
+
+
+def _model(name: str):
+    return apps.get_model(APP_LABEL, name)
+
+
+def _connection(model):
+    return connections[router.db_for_write(model)]
+
+
+def _name_sql(connection, name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+# --- forward: write what openedx-authz's assignment writes ---------------------------------
+
+
+def record_assignments(targets: Iterable[CasbinKey], created: list[CasbinKey]) -> None:
+    """Give every rule of ``targets`` (now in ``casbin_rule``) the extended row, scope and
+    subject openedx-authz's assignment gives it, where it lacks one, and audit the rules
+    this move ``created``. A fixed number of queries, whatever the number of rules."""
+    if not installed():
+        return
+    targets = set(targets)
+    if not targets:
+        return
+    lacking = _rules_without_extension(targets)
+    if lacking:
+        subjects = _subjects_for({v0 for _, v0, _, _ in lacking})
+        scopes = _scopes_for({v2 for _, _, _, v2 in lacking})
+        _insert_extensions(lacking, subjects, scopes)
+    if created:
+        _audit("created", created)
+
+
+def _rules_without_extension(targets: set[CasbinKey]) -> list[tuple[int, str, str, str]]:
+    """(id, v0, v1, v2) of the target rules that have no ExtendedCasbinRule (one query)."""
+    extended = _model("ExtendedCasbinRule")
+    rule = extended._meta.get_field("casbin_rule").related_model
+    connection = _connection(rule)
+    scopes = sorted({v2 for _, _, v2 in targets})
+    rule_table = _name_sql(connection, rule._meta.db_table)
+    ext_table = _name_sql(connection, extended._meta.db_table)
+    rule_column = _name_sql(connection, extended._meta.get_field("casbin_rule").column)
+    v2_in = _in_sql(connection, rule._meta.get_field("v2"), scopes)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.id, r.v0, r.v1, r.v2 FROM {rule_table} r LEFT JOIN {ext_table} e "  # noqa: S608 (identifiers only)
+            f"ON e.{rule_column} = r.id WHERE r.ptype = %s AND r.v3 = %s AND r.v4 = %s "
+            f"AND r.v5 = %s AND r.v2 {v2_in} AND e.id IS NULL",
+            ["g", "", "", "", *_in_params(connection, scopes)],
+        )
+        rows = cursor.fetchall()
+    # Exact comparison: a _ci collation also returns rows equal but for letter case.
+    return [row for row in rows if (row[1], row[2], row[3]) in targets]
+
+
+def _subjects_for(subject_keys: set[str]) -> dict[str, int]:
+    """``user^NAME`` -> the id of that user's ``Subject``, created where missing. Users are
+    locked (in id order) only when some subject is missing, so that two moves never give
+    one user two subjects (openedx-authz's own look-up would then fail for that user)."""
+    names = {name for key in subject_keys if (name := strip_namespace(key, SUBJECT_NAMESPACE))}
+    users = get_user_model()
+    user_subject = _model("UserSubject")
+    related = user_subject._meta.get_field("user").related_query_name()
+    username = users.USERNAME_FIELD
+    rows = (
+        users._default_manager.filter(**{f"{username}__in": names})
+        .annotate(authz_subject=Min(f"{related}__pk"))
+        .values_list("pk", username, "authz_subject")
+    )
+    # Exact names only: a _ci collation also returns "Alice" for "alice".
+    found = {name: [uid, subject] for uid, name, subject in rows if name in names}
+    missing = sorted(uid for uid, subject in found.values() if subject is None)
+    if missing:
+        list(users._default_manager.select_for_update().filter(pk__in=missing).order_by("pk"))
+        # A locking read sees what another move committed while this one waited.
+        again = user_subject.objects.select_for_update().filter(user_id__in=missing)
+        now_there = dict(again.values_list("user_id", "pk"))
+        create = [uid for uid in missing if uid not in now_there]
+        subject_model = _model("Subject")
+        made = subject_model.objects.bulk_create([subject_model() for _ in create])
+        new = dict(zip(create, (row.pk for row in made), strict=True))
+        _insert_rows(user_subject, ("subject_ptr", "user"), [(pk, uid) for uid, pk in new.items()])
+        subjects = {**now_there, **new}
+        for entry in found.values():
+            entry[1] = entry[1] or subjects[entry[0]]
+    return {SUBJECT_NAMESPACE + name: subject for name, (_, subject) in found.items()}
+
+
+def _scopes_for(scope_keys: set[str]) -> dict[str, int]:
+    """Casbin scope -> the id of its ``CourseScope``, created where missing (linked to its
+    course overview when one exists, as openedx-authz does). Org-wide glob scopes have none."""
+    courses = {
+        key[len(SCOPE_NAMESPACE) :]
+        for key in scope_keys
+        if key.startswith(SCOPE_NAMESPACE + COURSE_KEY_PREFIX) and not key.endswith("*")
+    }
+    if not courses:
+        return {}
+    course_scope = _model("CourseScope")
+    overview = course_scope._meta.get_field("course_overview")
+    # By key, or (scopes written before openedx-authz kept the key) by the linked course.
+    rows = course_scope.objects.filter(
+        Q(external_key__in=courses) | Q(**{f"{overview.attname}__in": courses})
+    ).values_list("pk", "external_key", overview.attname)
+    found: dict[str, int] = {}
+    for pk, key, _ in rows:
+        if key in courses:
+            found.setdefault(key, pk)
+    for pk, _, linked in rows:
+        if linked is not None and str(linked) in courses:
+            found.setdefault(str(linked), pk)
+    missing = sorted(courses - set(found))
+    if missing:
+        scope_model = _model("Scope")
+        overviews = overview.related_model._default_manager.filter(pk__in=missing)
+        exists = {str(pk) for pk in overviews.values_list("pk", flat=True)}
+        made = scope_model.objects.bulk_create([scope_model(external_key=k) for k in missing])
+        new = dict(zip(missing, (row.pk for row in made), strict=True))
+        _insert_rows(
+            course_scope,
+            ("scope_ptr", "course_overview"),
+            [(new[k], k) for k in missing if k in exists],
+        )
+        _insert_rows(course_scope, ("scope_ptr",), [(new[k],) for k in missing if k not in exists])
+        found.update(new)
+    return {SCOPE_NAMESPACE + key: pk for key, pk in found.items()}
+
+
+def _insert_extensions(lacking, subjects: dict[str, int], scopes: dict[str, int]) -> None:
+    extended = _model("ExtendedCasbinRule")
+    now = timezone.now()
+    constants = {"created_at": now, "updated_at": now}
+    with_scope, without_scope = [], []
+    for pk, v0, v1, v2 in lacking:
+        key = rule_key(v0, v1, v2)
+        scope = scopes.get(v2)
+        if scope is None:
+            without_scope.append((key, pk, subjects.get(v0)))
+        else:
+            with_scope.append((key, pk, subjects.get(v0), scope))
+    _insert_rows(extended, ("casbin_rule_key", "casbin_rule", "subject"), without_scope, constants)
+    _insert_rows(
+        extended, ("casbin_rule_key", "casbin_rule", "subject", "scope"), with_scope, constants
+    )
+
+
+def _audit(operation: str, rules: list[CasbinKey]) -> None:
+    constants = {"operation": operation, "actor_id": _actor.get(), "timestamp": timezone.now()}
+    _insert_rows(_model("RoleAssignmentAudit"), ("subject", "role", "scope"), rules, constants)
+
+
+# --- rollback: remove what openedx-authz's unassignment removes -----------------------------
+
+
+def forget_assignments(rules: list[tuple[int, str, str, str]]) -> None:
+    """Before the rules (id, v0, v1, v2) are deleted: delete their extended rows and audit
+    their removal (two queries). Scopes and subjects stay, as openedx-authz leaves them."""
+    if not installed() or not rules:
+        return
+    extended = _model("ExtendedCasbinRule")
+    connection = _connection(extended)
+    field = extended._meta.get_field("casbin_rule")
+    pks = [rule[0] for rule in rules]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {_name_sql(connection, extended._meta.db_table)} "  # noqa: S608 (identifiers only)
+            f"WHERE {_name_sql(connection, field.column)} {_in_sql(connection, field, pks)}",
+            _in_params(connection, pks),
+        )
+    _audit("deleted", [(v0, v1, v2) for _, v0, v1, v2 in rules])
+
+
+# --- after commit ----------------------------------------------------------------------------
+
+
+def invalidate_enforcers() -> None:
+    """Make every openedx-authz enforcer, in this process and in every other, reload at its
+    next permission check: a new policy-cache version (openedx-authz's own call)."""
+    if not installed():
+        return
+    from openedx_authz.engine.enforcer import AuthzEnforcer
+
+    AuthzEnforcer.invalidate_policy_cache()
