@@ -20,11 +20,13 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
+from uuid import uuid4
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import connections, router
-from django.db.models import Min, Q
+from django.db.models import CharField, F, IntegerField, Min, Q, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from .roles import COURSE_KEY_PREFIX, SCOPE_NAMESPACE, SUBJECT_NAMESPACE, strip_namespace
@@ -93,9 +95,10 @@ def record_assignments(targets: Iterable[CasbinKey], created: list[CasbinKey]) -
         return
     lacking = _rules_without_extension(targets)
     if lacking:
-        subjects = _subjects_for({v0 for _, v0, _, _ in lacking})
-        scopes = _scopes_for({v2 for _, _, _, v2 in lacking})
-        _insert_extensions(lacking, subjects, scopes)
+        names = {strip_namespace(v0, SUBJECT_NAMESPACE) for _, v0, _, _ in lacking} - {None}
+        courses = {_course_of(v2) for _, _, _, v2 in lacking} - {None}
+        users, scopes = _look_up(names, courses)
+        _insert_extensions(lacking, _subjects_for(users), _scopes_for(courses, scopes))
     if created:
         _audit("created", created)
 
@@ -122,24 +125,73 @@ def _rules_without_extension(targets: set[CasbinKey]) -> list[tuple[int, str, st
     return [row for row in rows if (row[1], row[2], row[3]) in targets]
 
 
-def _subjects_for(subject_keys: set[str]) -> dict[str, int]:
+def _course_of(scope: str) -> str | None:
+    """The course key of a course scope; None for an org-wide glob (it has no Scope row)."""
+    if scope.startswith(SCOPE_NAMESPACE + COURSE_KEY_PREFIX) and not scope.endswith("*"):
+        return scope[len(SCOPE_NAMESPACE) :]
+    return None
+
+
+def _look_up(names: set[str], courses: set[str]):
+    """In one query: username -> [user id, its UserSubject's id or None] for the users that
+    exist, and course key -> CourseScope id for the scopes that exist, found by their key or
+    (scopes written before openedx-authz kept the key) by their linked course overview."""
+    users = get_user_model()
+    user_subject = _model("UserSubject")
+    course_scope = _model("CourseScope")
+    overview = course_scope._meta.get_field("course_overview")
+    related = user_subject._meta.get_field("user").related_query_name()
+    # Every column an annotation, defined in one order for both parts: Django 4.2 orders a
+    # values_list by annotation definition, not by the names it is given.
+    people = (
+        users._default_manager.filter(**{f"{users.USERNAME_FIELD}__in": names})
+        .annotate(
+            authz_kind=Value("u"),
+            authz_key=F(users.USERNAME_FIELD),
+            authz_id=F("pk"),
+            authz_subject=Min(f"{related}__pk"),
+            authz_linked=Value(None, output_field=CharField()),
+        )
+        .values_list("authz_kind", "authz_key", "authz_id", "authz_subject", "authz_linked")
+        .order_by()
+    )
+    places = (
+        course_scope.objects.filter(
+            Q(external_key__in=courses) | Q(**{f"{overview.attname}__in": courses})
+        )
+        .annotate(
+            authz_kind=Value("c"),
+            authz_key=F("external_key"),
+            authz_id=F("pk"),
+            authz_subject=Value(None, output_field=IntegerField()),
+            authz_linked=Cast(overview.attname, output_field=CharField()),
+        )
+        .values_list("authz_kind", "authz_key", "authz_id", "authz_subject", "authz_linked")
+        .order_by()
+    )
+    found_users: dict[str, list] = {}
+    by_key: dict[str, int] = {}
+    by_link: dict[str, int] = {}
+    for kind, key, pk, subject, linked in people.union(places, all=True):
+        if kind == "u":
+            if key in names:  # exact: a _ci collation also returns "Alice" for "alice"
+                found_users[key] = [pk, subject]
+            continue
+        if key in courses:
+            by_key.setdefault(key, pk)
+        if linked is not None and linked in courses:
+            by_link.setdefault(linked, pk)
+    return found_users, {**by_link, **by_key}
+
+
+def _subjects_for(found: dict[str, list]) -> dict[str, int]:
     """``user^NAME`` -> the id of that user's ``Subject``, created where missing. Users are
     locked (in id order) only when some subject is missing, so that two moves never give
     one user two subjects (openedx-authz's own look-up would then fail for that user)."""
-    names = {name for key in subject_keys if (name := strip_namespace(key, SUBJECT_NAMESPACE))}
-    users = get_user_model()
-    user_subject = _model("UserSubject")
-    related = user_subject._meta.get_field("user").related_query_name()
-    username = users.USERNAME_FIELD
-    rows = (
-        users._default_manager.filter(**{f"{username}__in": names})
-        .annotate(authz_subject=Min(f"{related}__pk"))
-        .values_list("pk", username, "authz_subject")
-    )
-    # Exact names only: a _ci collation also returns "Alice" for "alice".
-    found = {name: [uid, subject] for uid, name, subject in rows if name in names}
     missing = sorted(uid for uid, subject in found.values() if subject is None)
     if missing:
+        users = get_user_model()
+        user_subject = _model("UserSubject")
         list(users._default_manager.select_for_update().filter(pk__in=missing).order_by("pk"))
         # A locking read sees what another move committed while this one waited.
         again = user_subject.objects.select_for_update().filter(user_id__in=missing)
@@ -155,43 +207,24 @@ def _subjects_for(subject_keys: set[str]) -> dict[str, int]:
     return {SUBJECT_NAMESPACE + name: subject for name, (_, subject) in found.items()}
 
 
-def _scopes_for(scope_keys: set[str]) -> dict[str, int]:
+def _scopes_for(courses: set[str], found: dict[str, int]) -> dict[str, int]:
     """Casbin scope -> the id of its ``CourseScope``, created where missing (linked to its
-    course overview when one exists, as openedx-authz does). Org-wide glob scopes have none."""
-    courses = {
-        key[len(SCOPE_NAMESPACE) :]
-        for key in scope_keys
-        if key.startswith(SCOPE_NAMESPACE + COURSE_KEY_PREFIX) and not key.endswith("*")
-    }
-    if not courses:
-        return {}
-    course_scope = _model("CourseScope")
-    overview = course_scope._meta.get_field("course_overview")
-    # By key, or (scopes written before openedx-authz kept the key) by the linked course.
-    rows = course_scope.objects.filter(
-        Q(external_key__in=courses) | Q(**{f"{overview.attname}__in": courses})
-    ).values_list("pk", "external_key", overview.attname)
-    found: dict[str, int] = {}
-    for pk, key, _ in rows:
-        if key in courses:
-            found.setdefault(key, pk)
-    for pk, _, linked in rows:
-        if linked is not None and str(linked) in courses:
-            found.setdefault(str(linked), pk)
+    course overview when one exists, as openedx-authz does)."""
     missing = sorted(courses - set(found))
     if missing:
+        course_scope = _model("CourseScope")
         scope_model = _model("Scope")
-        overviews = overview.related_model._default_manager.filter(pk__in=missing)
-        exists = {str(pk) for pk in overviews.values_list("pk", flat=True)}
+        overviews = course_scope._meta.get_field("course_overview").related_model
+        exists = {
+            str(pk)
+            for pk in overviews._default_manager.filter(pk__in=missing).values_list("pk", flat=True)
+        }
         made = scope_model.objects.bulk_create([scope_model(external_key=k) for k in missing])
         new = dict(zip(missing, (row.pk for row in made), strict=True))
-        _insert_rows(
-            course_scope,
-            ("scope_ptr", "course_overview"),
-            [(new[k], k) for k in missing if k in exists],
-        )
+        linked = [(new[k], k) for k in missing if k in exists]
+        _insert_rows(course_scope, ("scope_ptr", "course_overview"), linked)
         _insert_rows(course_scope, ("scope_ptr",), [(new[k],) for k in missing if k not in exists])
-        found.update(new)
+        found = {**found, **new}
     return {SCOPE_NAMESPACE + key: pk for key, pk in found.items()}
 
 
@@ -244,9 +277,13 @@ def forget_assignments(rules: list[tuple[int, str, str, str]]) -> None:
 
 def invalidate_enforcers() -> None:
     """Make every openedx-authz enforcer, in this process and in every other, reload at its
-    next permission check: a new policy-cache version (openedx-authz's own call)."""
+    next permission check: a new policy-cache version."""
     if not installed():
         return
-    from openedx_authz.engine.enforcer import AuthzEnforcer
+    # One UPDATE of the version row openedx-authz's enforcers poll; where the row does not
+    # exist yet, openedx-authz's own call creates it.
+    control = _model("PolicyCacheControl")
+    if not control.objects.filter(pk=1).update(version=uuid4()):
+        from openedx_authz.engine.enforcer import AuthzEnforcer
 
-    AuthzEnforcer.invalidate_policy_cache()
+        AuthzEnforcer.invalidate_policy_cache()
