@@ -7,6 +7,9 @@
 - Other processes are told through the enforcer's watcher, when the host configured one
   (``CASBIN_WATCHER``; see docs/watcher.rst), even if this process's enforcer never loaded.
   Their enforcers then reload.
+- Beside openedx-authz, its own enforcers (in this process and every other) reload at their
+  next check: its policy-cache version changes (:func:`peer.invalidate_enforcers`,
+  docs/decisions/0010), for every move, the command's included.
 """
 
 from __future__ import annotations

@@ -1,0 +1,185 @@
+"""Beside the real openedx-authz: what keeping its enforcers fresh costs (issue 12).
+
+For a ``casbin_rule`` of 10,000 and 1,000,000 role rules (plus openedx-authz's own schema),
+prints:
+
+- a course toggle (5 roles, an override save with automatic moves on, forward then back),
+  wall time and queries, with the policy-cache bump and without it: what the bump adds;
+- what the next permission check costs in a worker whose enforcer was loaded before the
+  move: openedx-authz reloads its whole policy at that check, against a check without
+  reload.
+
+Needs Python 3.12+ with openedx-authz installed (``tox -e py312-django52-openedxauthz-postgres
+--`` is not the way: run it in that tox environment's interpreter, or any venv with
+``.[test]`` and ``openedx-authz==1.35.0``)::
+
+    AUTHZ_TEST_DB=postgres python -m benchmarks.beside_openedx_authz [--rules 10000 1000000]
+
+It creates and drops a test database of its own (the test settings' naming), so it never
+touches another database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from io import StringIO
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.openedx_authz.settings")
+
+COURSE = "course-v1:ToggleOrg+T101+2024"
+ROLES = ["instructor", "staff", "limited_staff", "data_researcher", "beta_testers"]
+ACTION = "courses.edit_course_content"
+
+
+def seed_rules(count: int) -> None:
+    """``count`` "g" rules of other users and courses, set-based, in chunks."""
+    from authz_migration.stores import _insert_rows, casbin_rule_model
+
+    chunk = 50_000
+    for start in range(0, count, chunk):
+        rows = [
+            (f"user^seed{n}", "role^course_staff", f"course-v1^course-v1:Seed{n % 500}+C{n}+R")
+            for n in range(start, min(count, start + chunk))
+        ]
+        _insert_rows(
+            casbin_rule_model(),
+            ("v0", "v1", "v2"),
+            rows,
+            {"ptype": "g", "v3": "", "v4": "", "v5": ""},
+        )
+
+
+@contextmanager
+def counted():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        started = time.perf_counter()
+        yield queries
+        queries.seconds = time.perf_counter() - started
+
+
+def toggle(choice: str) -> tuple[float, int]:
+    from django.db import transaction
+    from django.test import override_settings
+
+    from tests.openedx.waffle_utils.models import WaffleFlagCourseOverrideModel
+
+    with override_settings(AUTHZ_MIGRATION_AUTOMATIC=True), counted() as queries:
+        with transaction.atomic():
+            WaffleFlagCourseOverrideModel.objects.create(
+                waffle_flag="authz.enable_course_authoring",
+                course_id=COURSE,
+                override_choice=choice,
+                enabled=True,
+            )
+    return queries.seconds, len(queries)
+
+
+def measure_toggles(reps: int, bump: bool) -> dict:
+    from authz_migration import peer
+
+    original = peer.invalidate_enforcers
+    if not bump:
+        peer.invalidate_enforcers = lambda: None
+    try:
+        results = {"on": [], "off": []}
+        for _ in range(reps):
+            for choice in ("on", "off"):
+                results[choice].append(toggle(choice))
+    finally:
+        peer.invalidate_enforcers = original
+    return {
+        choice: (statistics.median(s for s, _ in runs) * 1000, max(q for _, q in runs))
+        for choice, runs in results.items()
+    }
+
+
+def next_check_cost() -> tuple[float, float]:
+    """(seconds of the first check after a bump, seconds of a check without reload)."""
+    from openedx_authz.api.users import is_user_allowed
+
+    from authz_migration import peer
+
+    is_user_allowed("toggler", ACTION, COURSE)  # loaded
+    started = time.perf_counter()
+    is_user_allowed("toggler", ACTION, COURSE)
+    steady = time.perf_counter() - started
+    peer.invalidate_enforcers()
+    started = time.perf_counter()
+    is_user_allowed("toggler", ACTION, COURSE)
+    return time.perf_counter() - started, steady
+
+
+def run(rules: int, reps: int) -> dict:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    from authz_migration.conf import legacy_role_model
+
+    name = connection.creation.create_test_db(verbosity=0, keepdb=False)
+    try:
+        call_command("load_authz_schema", stdout=StringIO())
+        seed_rules(rules)
+        user = get_user_model().objects.create(username="toggler")
+        for role in ROLES:
+            legacy_role_model().objects.create(
+                user=user, org="ToggleOrg", course_id=COURSE, role=role
+            )
+        toggle("on")  # the first move creates the Scope, Subject and lock rows: once
+        toggle("off")
+        with_bump = measure_toggles(reps, bump=True)
+        without = measure_toggles(reps, bump=False)
+        reload_seconds, steady_seconds = next_check_cost()
+    finally:
+        connection.creation.destroy_test_db(name, verbosity=0)
+    return {
+        "rules": rules,
+        "with": with_bump,
+        "without": without,
+        "reload": reload_seconds,
+        "steady": steady_seconds,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", type=int, nargs="+", default=[10_000, 1_000_000])
+    parser.add_argument("--reps", type=int, default=9)
+    args = parser.parse_args(argv)
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    print(f"database: {connection.vendor}; toggles: median of {args.reps}, 5 roles")
+    print(
+        f"{'rules':>9}  {'toggle on ms (q)':>17}  {'bump adds':>15}  {'toggle off ms (q)':>18}"
+        f"  {'bump adds':>15}  {'next check after a move':>24}  {'check':>8}"
+    )
+    for rules in args.rules:
+        r = run(rules, args.reps)
+        cells = []
+        for choice in ("on", "off"):
+            ms, q = r["with"][choice]
+            base_ms, base_q = r["without"][choice]
+            cells.append(f"{ms:8.1f} ({q:2d})")
+            cells.append(f"{ms - base_ms:+6.1f} ms {q - base_q:+d} q")
+        print(
+            f"{rules:>9}  {cells[0]:>17}  {cells[1]:>15}  {cells[2]:>18}  {cells[3]:>15}"
+            f"  {r['reload']:>22.2f} s  {r['steady'] * 1000:>5.2f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
