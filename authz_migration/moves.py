@@ -155,6 +155,7 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
     mapping = role_map()
     casbin_roles = {legacy: role_key(casbin) for legacy, casbin in mapping.items()}
     limit = max_length(casbin_rule_model(), "v2") or 255
+    fits = peer.rule_key_check()
     places: dict[tuple[str, str], object] = {}
     planned: list[tuple[LegacyRow, tuple[str, str, str]]] = []
     for row in rows:
@@ -184,7 +185,7 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
             len(subject) > limit
             or len(role) > limit
             or len(scope) > limit
-            or not peer.rule_key_fits(subject, role, scope)
+            or not fits(subject, role, scope)
         ):
             result.problem(VALUE_TOO_LONG, _describe_legacy(row, user=row.username))
             continue

@@ -64,9 +64,12 @@ def rule_key(subject: str, role: str, scope: str) -> str:
     return f"g,{subject},{role},{scope},"
 
 
-def rule_key_fits(subject: str, role: str, scope: str) -> bool:
-    """Whether the rule's extended row can be written (always, without openedx-authz)."""
-    return not installed() or len(rule_key(subject, role, scope)) <= RULE_KEY_LENGTH
+def rule_key_check():
+    """``fits(subject, role, scope)``: whether the rule's extended row can be written; asked
+    once per batch (without openedx-authz every rule fits)."""
+    if not installed():
+        return lambda subject, role, scope: True
+    return lambda subject, role, scope: len(rule_key(subject, role, scope)) <= RULE_KEY_LENGTH
 
 
 def _model(name: str):

@@ -191,3 +191,16 @@ def test_a_move_that_rolls_back_writes_no_side_row(monkeypatch):
     assert not ExtendedCasbinRule.objects.exists()
     assert not RoleAssignmentAudit.objects.exists()
     assert not UserSubject.objects.exists()
+
+
+def test_a_rule_whose_openedx_authz_key_would_not_fit_stays_and_is_reported():
+    name = "n" * 150  # the longest username Django allows
+    course = "course-v1:OrgA+" + "C" * 40 + "+2024"
+    grant(name, course, "data_researcher")
+
+    outcome = api.migrate_course(course, forward=True, force=True)
+
+    assert outcome.status == MigrationRun.Status.PARTIAL_SUCCESS
+    assert outcome.metadata["could_not_move"]["value_too_long"]["count"] == 1
+    assert legacy_role_model().objects.filter(course_id=course).count() == 1
+    assert not CasbinRule.objects.filter(v0=f"user^{name}").exists()
