@@ -125,6 +125,14 @@ class OrgFlagOverride(FlagOverride):
         return f"{self.waffle_flag} {self.org}: {self.override_choice} enabled={self.enabled}"
 
 
+def scope_label(scope_type: str, scope_key: str) -> str:
+    """A run's or a move's scope for people: "course course-v1:O+C+R", "org OrgA", "the
+    whole instance"."""
+    if scope_type == "instance" or not scope_key:
+        return str(_("the whole instance"))
+    return f"{scope_type} {scope_key}"
+
+
 class MigrationRun(models.Model):
     """One move of role rows from one system to the other, for one scope.
 
@@ -154,6 +162,8 @@ class MigrationRun(models.Model):
         SIGNAL = "signal", _("Override saved")
         COMMAND = "command", _("Management command")
         API = "api", _("Python API")
+        ADMIN = "admin", _("Admin action")
+        GLOBAL_FLAG = "global_flag", _("Global flag changed")
 
     migration_type = models.CharField(max_length=16, choices=MigrationType.choices)
     scope_type = models.CharField(max_length=16, choices=ScopeType.choices)
@@ -191,8 +201,12 @@ class MigrationRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        scope = self.scope_key or "instance"
-        return f"#{self.pk} {self.migration_type} {self.scope_type} {scope}: {self.status}"
+        return _("Run #%(id)s: %(direction)s of %(scope)s, %(status)s") % {
+            "id": self.pk,
+            "direction": self.migration_type,
+            "scope": scope_label(self.scope_type, self.scope_key),
+            "status": self.get_status_display().lower(),
+        }
 
     @property
     def duration_seconds(self) -> float | None:
