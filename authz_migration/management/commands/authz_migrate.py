@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from contextlib import contextmanager
@@ -83,7 +84,9 @@ def _seconds(value) -> float:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0 <= number <= MAX_SLEEP:  # NaN fails both comparisons, inf the second
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number of seconds")
+    if not 0 <= number <= MAX_SLEEP:
         raise argparse.ArgumentTypeError(f"{value!r} is out of range: use 0 to {MAX_SLEEP} seconds")
     return number
 
@@ -172,6 +175,16 @@ class Command(BaseCommand):
                 name, help=text, description=text, formatter_class=_HelpFormatter
             )
             self._subparsers.append(sub)
+            # Also after the subcommand, where an operator adds it; unset unless given, so
+            # that `authz_migrate -v 2 sync ...` keeps working too.
+            sub.add_argument(
+                "-v",
+                "--verbosity",
+                type=int,
+                choices=[0, 1, 2, 3],
+                default=argparse.SUPPRESS,
+                help="0 errors only, 1 progress and summary (default), 2 also each batch",
+            )
             if name == "status":
                 self._add_status_options(sub)
                 continue
@@ -466,16 +479,16 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps({"runs": records}, indent=2))
             return
+        # The listing is what status is for: printed at every verbosity.
         if not records:
-            self._say(1, "No runs.")
+            self.stdout.write("No runs.")
             return
         for r in records:
             who = r["triggered_by"] or "-"
-            self._say(
-                1,
+            self.stdout.write(
                 f"#{r['id']:<6} {r['created_at'][:19]}  {r['status']:<15} {r['migration_type']:<8} "
                 f"{r['scope_type']:<8} {r['scope_key'] or '(instance)':<40} {r['trigger']:<11} "
-                f"{who:<12} moved {r['moved']}, could not move {r['could_not_move']}",
+                f"{who:<12} moved {r['moved']}, could not move {r['could_not_move']}"
             )
 
 
@@ -488,17 +501,22 @@ def _exit_text(code: int, summary: Summary, dry_run: bool) -> str:
             "a move failed and was rolled back; see the failed run "
             "(authz_migrate status --status failed), then run the same command again"
         )
-    parts = []
     stuck = summary.could_not_move
-    if stuck:
-        parts.append(f"{stuck} row(s) could not move (listed above by reason)")
-    if summary.statuses[MigrationRun.Status.SKIPPED]:
-        parts.append("a scope was busy with another run")
+    busy = summary.statuses[MigrationRun.Status.SKIPPED]
     if dry_run:
+        parts = [f"{stuck} row(s) could not move (reasons in the summary)"] if stuck else []
+        parts += ["a scope was busy with another run"] if busy else []
         return f"a real run would be incomplete: {'; '.join(parts)}; the dry run wrote nothing"
+    parts = []
     if stuck:
-        parts[0] += " and stayed where they were; see authz_migrate status --status partial_success"
-    return f"incomplete: {'; '.join(parts)}; run the same command again to finish"
+        parts.append(
+            f"{stuck} row(s) could not move and stayed where they were (which and why: "
+            "authz_migrate status --status partial_success, then the run's page in the "
+            "admin); fix them, then run the same command again"
+        )
+    if busy:
+        parts.append("a scope was busy with another run; run the same command again")
+    return f"incomplete: {'; '.join(parts)}"
 
 
 class _StopFlag:
