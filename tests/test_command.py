@@ -1040,3 +1040,104 @@ def test_busy_scope_is_skipped_and_exits_4(server_db, people, grant, global_flag
     assert done.code == 0, done.text
     assert "Moved 3 role rows." in done.out
     assert legacy_roles() == Counter()
+
+
+# --- what an operator reads (issue 17) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "org, hint",
+    [
+        ("orga", "no roles or overrides found for org 'orga'; did you mean 'OrgA'?"),
+        ("NoSuchOrg", "no roles or overrides found for org 'NoSuchOrg'"),
+    ],
+)
+def test_an_org_the_site_does_not_know_gets_a_hint(mixed, org, hint):
+    before = placement()
+    result = run("sync", "--org", org)
+    assert result.code == 0, result.text
+    assert result.err == f"warning: {hint}\n"
+    assert placement() == before
+    assert runs() == []
+    assert json.loads(run("sync", "--org", org, "--json").out)["warnings"] == [hint]
+    assert run("sync", "--org", "OrgA", "--dry-run").err == ""  # a known org: no warning
+
+
+def test_a_wrong_case_course_key_gets_a_hint(mixed):
+    result = run("verify", "--course", A1.lower())
+    assert f"did you mean '{A1}'?" in result.err
+
+
+def test_an_empty_pass_reports_nothing_to_move_and_records_no_run(mixed):
+    # The admin's "Sync now" follows the same rule (tests/test_admin.py).
+    assert run("sync", "--all").code == 0
+    count = MigrationRun.objects.count()
+    document = json.loads(run("sync", "--all", "--json").out)
+    assert document["statuses"] == {}
+    for scope in document["scopes"]:
+        assert (scope["batches"], scope["statuses"], scope["run_ids"]) == (0, {}, [])
+        assert scope["nothing_to_move"] is True
+    assert MigrationRun.objects.count() == count
+    assert run("sync", "--all").out.startswith("Nothing to move: ")
+
+
+def test_a_dry_run_that_would_be_incomplete_never_points_to_runs(people, grant, global_flag):
+    global_flag(True)
+    grant(people["alice"], A1)
+    grant(people["carol"], BAD_KEY)
+    result = run("sync", "--all", "--dry-run")
+    assert result.code == 4
+    assert result.message == (
+        "a real run would be incomplete: 1 row(s) could not move (reasons in the summary); "
+        "the dry run wrote nothing"
+    )
+    assert "see the runs" not in result.text
+    assert runs() == []
+    real = run("sync", "--all")
+    assert real.code == 4
+    assert "authz_migrate status --status partial_success" in real.message
+
+
+def test_verbosity_0_prints_only_errors_and_2_each_batch(people, grant, global_flag):
+    global_flag(True)
+    seed_courses(people, grant, "OrgA", 3)
+    quiet = run("sync", "--org", "OrgA", "--verbosity", "0")
+    assert (quiet.code, quiet.out, quiet.err) == (0, "", "")
+    seed_courses(people, grant, "OrgB", 3)
+    loud = run("sync", "--org", "OrgB", "--batch-size", "2", "-v", "2")
+    assert loud.code == 0, loud.text
+    lines = loud.out.splitlines()
+    assert lines[0] == "planned: forward org OrgB"
+    batches = [line for line in lines if line.startswith("  forward org OrgB: read ")]
+    assert len(batches) == 2
+    assert batches[0].endswith(f"completed (run #{runs()[-2].pk})")
+
+
+def test_help_lists_the_exit_codes_one_per_line_and_describes_every_subcommand():
+    command = command_module.Command()
+    text = command.create_parser("manage.py", "authz_migrate").format_help()
+    assert "\n  0    done: " in text
+    assert "\n  130  interrupted (Ctrl-C)" in text
+    actions = command.create_parser("manage.py", "authz_migrate")._subparsers._group_actions[0]
+    for name, sub in actions.choices.items():
+        assert sub.description, name
+    assert "list recent runs" in actions.choices["status"].format_help()
+
+
+def test_without_a_terminal_the_prompt_ends_its_line_before_the_refusal(mixed, monkeypatch):
+    def no_answer(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_answer)
+    result = run("forward", "--course", A1)
+    assert result.code == 3
+    assert result.out.endswith("Type 'yes' to continue: \n")
+    assert "--no-input" in result.message
+    assert runs() == []
+
+
+def test_the_refusal_speaks_the_command_line(mixed):
+    result = run("forward", "--org", "OrgB", "--no-input")
+    assert result.code == 3
+    assert "add --force to move them this way anyway" in result.message
+    assert "force=True" not in result.message
