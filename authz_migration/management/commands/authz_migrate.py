@@ -262,6 +262,17 @@ class Command(BaseCommand):
     # --- handle: every check first, then the database ---------------------------------------
 
     def handle(self, *args, **options):
+        try:
+            return self._handle(options)
+        except KeyboardInterrupt:
+            # Ctrl-C before the moves start (while planning, verifying or listing; during
+            # the moves a handler lets the current batch finish instead): nothing moved.
+            self.stdout.write("")
+            raise CommandError(
+                "interrupted before anything moved", returncode=EXIT_INTERRUPTED
+            ) from None
+
+    def _handle(self, options):
         action = options["action"]
         self.verbosity = options.get("verbosity", 1)
         if action == "status":
@@ -329,6 +340,8 @@ class Command(BaseCommand):
             answer = input()
         except EOFError:
             answer = None
+        except KeyboardInterrupt:
+            answer = ""  # Ctrl-C at the question: a no
         if not _stdin_is_terminal():
             out.write("")  # nobody typed the newline: end the prompt's line
         if answer is None:
