@@ -135,6 +135,8 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
         assert counts["Not migrated"] == "1"
         assert counts["Could not move"] == "0"
         assert CS102 in page.inner_text("#run-excluded")
+        # Rows, the counts table's unit, beside courses: each labelled.
+        assert page.inner_text("#run-excluded h2") == "Excluded: 1 course (2 role rows)"
         assert CS102 in page.inner_text("#run-org-wide-split")
         assert "finance_admin" in page.inner_text("#run-not-migrated")
         assert re.search(r"Before the change: off .* After it: on", page.inner_text("#run-flag"))

@@ -169,6 +169,8 @@ def run_report(run: MigrationRun) -> dict:
         "not_migrated_by_role": not_migrated,
         "problems": _problems(metadata.get("could_not_move")),
         "excluded": _capped(metadata.get("excluded_courses")),
+        # The same exclusion counted in rows (the counts table's unit), for the heading.
+        "excluded_rows": _count(counts.get("excluded")),
         "split": _capped(metadata.get("org_wide_roles_split")),
         "error": str(metadata.get("error") or ""),
         "traceback": str(metadata.get("traceback") or ""),
