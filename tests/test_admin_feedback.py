@@ -161,3 +161,19 @@ def test_the_run_list_keeps_course_keys_on_one_line(admin_client_):
     assert 'course <span class="authz-key">course-v1:OrgA+C1+R</span>' in html
     assert ".authz-key { white-space: nowrap;" in html
     assert "Admin action" in html
+
+
+@override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
+def test_waffles_enable_for_everyone_action_shows_the_warning_too(
+    admin_client_, make_user, grant, global_flag
+):
+    flag = global_flag(False)
+    grant(make_user("alice"), "course-v1:OrgA+C1+R", "staff")
+    response = admin_client_.post(
+        reverse("admin:waffle_flag_changelist"),
+        {"action": "enable_for_all", "_selected_action": [flag.pk]},
+    )
+    assert response.status_code == 302
+    msgs = [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+    assert any(level == "warning" and "is now on" in text for level, text in msgs), msgs
+    assert MigrationRun.objects.get().trigger == "global_flag"
