@@ -86,6 +86,12 @@ class FlagOverride(models.Model):
         with transaction.atomic(using=kwargs.get("using") or router.db_for_write(type(self))):
             super().save(*args, **kwargs)
 
+    def describe_choice(self) -> str:
+        """The row's choice for people: "force on", or "not enabled (force on)" when the row
+        forces nothing."""
+        choice = str(self.get_override_choice_display()).lower()
+        return choice if self.enabled else _("not enabled (%(choice)s)") % {"choice": choice}
+
     @property
     def forces_on(self) -> bool | None:
         """True/False when this row is an enabled override, None when it means "unset"."""
@@ -107,7 +113,7 @@ class CourseFlagOverride(FlagOverride):
         ]
 
     def __str__(self) -> str:
-        return f"{self.waffle_flag} {self.course_id}: {self.override_choice} enabled={self.enabled}"
+        return f"{self.waffle_flag} for {self.course_id}: {self.describe_choice()}"
 
 
 class OrgFlagOverride(FlagOverride):
@@ -122,7 +128,7 @@ class OrgFlagOverride(FlagOverride):
         ]
 
     def __str__(self) -> str:
-        return f"{self.waffle_flag} {self.org}: {self.override_choice} enabled={self.enabled}"
+        return f"{self.waffle_flag} for {self.org}: {self.describe_choice()}"
 
 
 def scope_label(scope_type: str, scope_key: str) -> str:

@@ -144,8 +144,8 @@ def test_override_str():
         waffle_flag=FLAG, course_id=COURSE, override_choice="off", enabled=True
     )
     org = OrgFlagOverride(waffle_flag=FLAG, org="OrgA", override_choice="on", enabled=False)
-    assert str(course) == f"{FLAG} {COURSE}: off enabled=True"
-    assert str(org) == f"{FLAG} OrgA: on enabled=False"
+    assert str(course) == f"{FLAG} for {COURSE}: force off"
+    assert str(org) == f"{FLAG} for OrgA: not enabled (force on)"
 
 
 def test_migration_run_str(db):
