@@ -155,7 +155,7 @@ class Command(BaseCommand):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.__class__ = _Parser
-        for sub in self._subparsers:
+        for sub in self._action_parsers:
             sub.called_from_command_line = parser.called_from_command_line
         return parser
 
@@ -163,7 +163,7 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(
             dest="action", required=True, metavar="ACTION", parser_class=_Parser
         )
-        self._subparsers = []
+        self._action_parsers = []
         for name, text in (
             ("sync", "move every selected scope's roles to the system its effective flag names"),
             ("forward", "move selected roles to Casbin (refused against the flag unless --force)"),
@@ -174,7 +174,7 @@ class Command(BaseCommand):
             sub = actions.add_parser(
                 name, help=text, description=text, formatter_class=_HelpFormatter
             )
-            self._subparsers.append(sub)
+            self._action_parsers.append(sub)
             # Also after the subcommand, where an operator adds it; unset unless given, so
             # that `authz_migrate -v 2 sync ...` keeps working too.
             sub.add_argument(
