@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import flags, stores, verify
+from . import flags, lookup, stores, verify
 from .models import MigrationRun
 from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Outcome, execute
 from .roles import normalize_course_key, validate_org
@@ -27,10 +27,12 @@ __all__ = [
     "sync_course",
     "sync_instance",
     "sync_org",
+    "unknown_scopes",
     "verify_scope",
 ]
 
 is_authz_enabled = flags.is_authz_enabled
+unknown_scopes = lookup.unknown_scopes
 API = MigrationRun.Trigger.API
 
 
@@ -40,13 +42,17 @@ class FlagContradiction(Exception):
     def __init__(self, direction: str, placements: list[verify.Placement]):
         self.direction = direction
         self.placements = placements
-        names = ", ".join(p.scope for p in placements[:20])
-        more = f" and {len(placements) - 20} more" if len(placements) > 20 else ""
-        system = "Casbin" if direction == FORWARD else "the legacy table"
-        super().__init__(
-            f"{direction} would move roles of {names}{more} into {system}, against their "
-            "effective flag (their permission checks would fail); --force (force=True) moves "
-            "them anyway"
+        super().__init__(self.describe("force=True moves them anyway"))
+
+    def describe(self, how_to_force: str) -> str:
+        """The refusal in one line, ending with ``how_to_force`` (each door names its own
+        way: ``force=True`` here, ``--force`` in the command)."""
+        names = ", ".join(p.scope for p in self.placements[:20])
+        more = f" and {len(self.placements) - 20} more" if len(self.placements) > 20 else ""
+        system = "Casbin" if self.direction == FORWARD else "the legacy table"
+        return (
+            f"{self.direction} would move the roles of {names}{more} into {system}, against "
+            f"their effective flag (their permission checks would fail); {how_to_force}"
         )
 
 
@@ -148,16 +154,16 @@ def run_in_batches(
     any point loses and duplicates nothing: a re-run simply finds less to do. A move whose
     batch is skipped (scope busy) or fails is abandoned; the others go on.
     """
+    if not 0 <= pause < float("inf"):  # NaN fails both comparisons
+        raise ValueError(f"pause must be a finite number of seconds, at least 0 (got {pause!r})")
     first = True
     for move in moves:
         cursor = None
         while True:
             if should_stop():
                 return
-            if not first and pause:
-                time.sleep(pause)
-                if should_stop():  # Ctrl-C during the pause: start nothing new
-                    return
+            if not first and pause and not _pause(pause, should_stop):
+                return  # Ctrl-C during the pause: start nothing new
             first = False
             outcome = execute(
                 move,
@@ -176,6 +182,23 @@ def run_in_batches(
             if outcome.finished:
                 break
             cursor = outcome.cursor
+
+
+# The longest stretch a pause sleeps without asking ``should_stop``: Ctrl-C during a long
+# --sleep takes effect within this, not after the whole pause.
+PAUSE_SLICE = 0.1
+
+
+def _pause(seconds: float, should_stop: Callable[[], bool]) -> bool:
+    """Sleep ``seconds`` in short slices; False as soon as ``should_stop()`` says so."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if should_stop():
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, PAUSE_SLICE))
 
 
 def sync_instance(**options) -> Iterator[Outcome]:

@@ -45,6 +45,10 @@ _compensating: ContextVar[bool] = ContextVar("authz_migration_compensating", def
 # Attribute set on a saved override instance: what its save did (read by the admin).
 RESULT_ATTRIBUTE = "_authz_migration_result"
 
+# While set (by the waffle flag admin, around one request), the global-flag warnings are
+# appended to this list too, so that the admin can show them to whoever saved the flag.
+_global_reports: ContextVar[list | None] = ContextVar("authz_migration_global", default=None)
+
 
 @dataclass
 class SaveResult:
@@ -218,13 +222,29 @@ def _report_global_change(name: str, before: bool, after: bool) -> MigrationRun 
         f"sit in {'the legacy table' if after else 'Casbin'}; run `authz_migrate sync --all`"
     )
     logger.warning("authz_migration: %s", message)
-    return record(
+    run = record(
         move,
         MigrationRun.Status.SKIPPED,
         {"reason": message, "action": "authz_migrate sync --all"},
-        trigger=MigrationRun.Trigger.SIGNAL,
+        trigger=MigrationRun.Trigger.GLOBAL_FLAG,
         triggered_by=None,
     )
+    reports = _global_reports.get()
+    if reports is not None:
+        reports.append((message, run))
+    return run
+
+
+@contextmanager
+def global_flag_reports():
+    """Collect, as ``(message, run)`` pairs, the warnings that global flag changes made
+    inside the block (the flag admin shows them as messages)."""
+    reports: list = []
+    token = _global_reports.set(reports)
+    try:
+        yield reports
+    finally:
+        _global_reports.reset(token)
 
 
 def _rows_left_behind(authz_enabled: bool) -> bool:

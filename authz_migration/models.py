@@ -86,6 +86,12 @@ class FlagOverride(models.Model):
         with transaction.atomic(using=kwargs.get("using") or router.db_for_write(type(self))):
             super().save(*args, **kwargs)
 
+    def describe_choice(self) -> str:
+        """The row's choice for people: "force on", or "not enabled (force on)" when the row
+        forces nothing."""
+        choice = str(self.get_override_choice_display()).lower()
+        return choice if self.enabled else _("not enabled (%(choice)s)") % {"choice": choice}
+
     @property
     def forces_on(self) -> bool | None:
         """True/False when this row is an enabled override, None when it means "unset"."""
@@ -107,7 +113,7 @@ class CourseFlagOverride(FlagOverride):
         ]
 
     def __str__(self) -> str:
-        return f"{self.waffle_flag} {self.course_id}: {self.override_choice} enabled={self.enabled}"
+        return f"{self.waffle_flag} for {self.course_id}: {self.describe_choice()}"
 
 
 class OrgFlagOverride(FlagOverride):
@@ -122,7 +128,15 @@ class OrgFlagOverride(FlagOverride):
         ]
 
     def __str__(self) -> str:
-        return f"{self.waffle_flag} {self.org}: {self.override_choice} enabled={self.enabled}"
+        return f"{self.waffle_flag} for {self.org}: {self.describe_choice()}"
+
+
+def scope_label(scope_type: str, scope_key: str) -> str:
+    """A run's or a move's scope for people: "course course-v1:O+C+R", "org OrgA", "the
+    whole instance"."""
+    if scope_type == "instance" or not scope_key:
+        return str(_("the whole instance"))
+    return f"{scope_type} {scope_key}"
 
 
 class MigrationRun(models.Model):
@@ -154,6 +168,8 @@ class MigrationRun(models.Model):
         SIGNAL = "signal", _("Override saved")
         COMMAND = "command", _("Management command")
         API = "api", _("Python API")
+        ADMIN = "admin", _("Admin action")
+        GLOBAL_FLAG = "global_flag", _("Global flag changed")
 
     migration_type = models.CharField(max_length=16, choices=MigrationType.choices)
     scope_type = models.CharField(max_length=16, choices=ScopeType.choices)
@@ -191,8 +207,12 @@ class MigrationRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        scope = self.scope_key or "instance"
-        return f"#{self.pk} {self.migration_type} {self.scope_type} {scope}: {self.status}"
+        return _("Run #%(id)s: %(direction)s of %(scope)s, %(status)s") % {
+            "id": self.pk,
+            "direction": self.migration_type,
+            "scope": scope_label(self.scope_type, self.scope_key),
+            "status": self.get_status_display().lower(),
+        }
 
     @property
     def duration_seconds(self) -> float | None:

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .models import MigrationRun
+from .models import MigrationRun, scope_label
 from .orchestrator import Outcome
 
 
@@ -26,8 +26,32 @@ class _ScopeTotals:
     run_ids: list[int] = field(default_factory=list)
 
 
+def is_empty_pass(outcome: Outcome) -> bool:
+    """A batch that found nothing to move, write or report. The rule, for the command and
+    the admin's "Sync now" alike: such a pass records no run, and is reported as "nothing
+    to move" rather than as a completed run."""
+    return outcome.status == MigrationRun.Status.COMPLETED and not outcome.did_something
+
+
+def describe_outcome(outcome: Outcome) -> str:
+    """One line per batch (the command's ``--verbosity 2``)."""
+    move, counts = outcome.move, outcome.counts
+    run = f"run #{outcome.run.pk}" if outcome.run is not None else "no run recorded"
+    if is_empty_pass(outcome):
+        state = "nothing to move"
+    else:
+        state = MigrationRun.Status(outcome.status).label.lower()
+    return (
+        f"  {move.direction} {scope_label(move.scope_type, move.scope_key)}: read "
+        f"{counts.get('scanned', 0)}, moved {counts.get('moved', 0)}, could not move "
+        f"{counts.get('could_not_move', 0)}; {state} ({run})"
+    )
+
+
 class Summary:
-    """Totals per (direction, scope) across the batches of a command."""
+    """Totals per (direction, scope) across the batches of a command. A scope's batches
+    that found nothing to move (:func:`is_empty_pass`) count neither as batches nor under
+    a status: a scope with nothing at all to move shows 0 batches, no status, no run."""
 
     def __init__(self) -> None:
         self.scopes: dict[tuple[str, str, str], _ScopeTotals] = {}
@@ -41,9 +65,13 @@ class Summary:
         key = (move.direction, move.scope_type, move.scope_key)
         totals = self.scopes.get(key)
         if totals is None:
+            # Compact, one token per word, for the table: "instance", "org OrgA".
             label = f"{move.scope_type} {move.scope_key}" if move.scope_key else move.scope_type
             totals = self.scopes[key] = _ScopeTotals(move.direction, label)
         counts = outcome.counts
+        self.rows_read += counts.get("scanned", 0) + counts.get("excluded", 0)
+        if is_empty_pass(outcome):
+            return
         totals.batches += 1
         totals.moved += counts.get("moved", 0)
         totals.not_migrated += counts.get("not_migrated", 0)
@@ -53,12 +81,15 @@ class Summary:
         if outcome.run is not None:
             totals.run_ids.append(outcome.run.pk)
         self.moved += counts.get("moved", 0)
-        self.rows_read += counts.get("scanned", 0) + counts.get("excluded", 0)
         self.statuses[outcome.status] += 1
         if outcome.status == MigrationRun.Status.FAILED:
             self.errors.append(outcome.metadata.get("error", "unknown error"))
         if outcome.status == MigrationRun.Status.SKIPPED:
             self.errors.append(outcome.metadata.get("reason", "skipped"))
+
+    @property
+    def could_not_move(self) -> int:
+        return sum(sum(t.could_not_move.values()) for t in self.scopes.values())
 
     def rows(self) -> list[dict]:
         return [
@@ -71,6 +102,7 @@ class Summary:
                 "could_not_move": dict(t.could_not_move),
                 "statuses": dict(t.statuses),
                 "run_ids": t.run_ids,
+                "nothing_to_move": t.batches == 0,
             }
             for t in self.scopes.values()
         ]
@@ -97,11 +129,11 @@ class Summary:
                     str(row["moved"]),
                     str(row["not_migrated"]),
                     problems or "0",
-                    _ids(row["run_ids"]),
+                    _ids(row["run_ids"]) if row["batches"] else "nothing to move",
                 )
             )
-        if len(table) == 1:
-            return ["Nothing to move."]
+        if len(table) == 1 or all(row["nothing_to_move"] for row in self.rows()):
+            return ["Nothing to move: the selected roles already sit where their flags point."]
         widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
         lines = [
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table

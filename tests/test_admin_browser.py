@@ -99,14 +99,22 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
         assert page.input_value("#id_waffle_flag") == FLAG
         page.fill("#id_org", "OpenedX")
         page.check("input[name=override_choice][value=on]")
-        page.check("#id_enabled")
+        assert page.is_checked("#id_enabled")  # a new override is meant to force something
         page.fill("#id_note", "Pilot: OpenedX authors in Casbin")
         page.click("input[name=_save]")
 
-        success = page.locator(".messagelist .success", has_text="Moved")
+        # A warning, not a success: CS102, pinned off, lost the org-wide role (the split).
+        success = page.locator(".messagelist .warning", has_text="Moved")
         text = success.inner_text()
         assert re.search(rf"Moved {MOVED} role\(s\) of org OpenedX to Casbin \(run #\d+\)", text)
-        assert "not migrated: 1, could not move: 0, excluded courses: 1." in text
+        assert "not migrated: 1, could not move: 0." in text
+        assert (
+            f"Left alone: 2 role row(s) of 1 course pinned by its own override ({CS102})." in text
+        )
+        assert (
+            f"1 course pinned to the legacy table ({CS102}) no longer sees the org-wide roles "
+            "of OpenedX, which now live in Casbin" in text
+        )
         screenshot(page, "01-org-override-saved")
 
         link = success.locator("a", has_text="run #")
@@ -114,6 +122,8 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
         link.click()
         page.wait_for_selector("#run-report")
         assert page.url.endswith(f"/admin/authz_migration/migrationrun/{run_id}/change/")
+        assert page.inner_text("#content h2") == f"Run #{run_id}: forward of org OpenedX, completed"
+        assert "blank for the instance" not in page.inner_text("#content")
         assert page.inner_text("#run-headline") == (
             f"Moved {MOVED} role(s) of org OpenedX from the legacy table to Casbin."
         )
@@ -125,6 +135,8 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
         assert counts["Not migrated"] == "1"
         assert counts["Could not move"] == "0"
         assert CS102 in page.inner_text("#run-excluded")
+        # Rows, the counts table's unit, beside courses: each labelled.
+        assert page.inner_text("#run-excluded h2") == "Excluded: 1 course (2 role rows)"
         assert CS102 in page.inner_text("#run-org-wide-split")
         assert "finance_admin" in page.inner_text("#run-not-migrated")
         assert re.search(r"Before the change: off .* After it: on", page.inner_text("#run-flag"))
@@ -144,6 +156,39 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
         CS102,
         INTRO,
     }
+
+
+def test_saving_the_global_flag_warns_about_roles_left_behind(live_server, demo_data, request):
+    get_user_model().objects.create_superuser("admin", "admin@example.com", PASSWORD)
+    flag = get_waffle_flag_model().objects.get(name=FLAG)
+
+    with chromium_page(request.node.name) as page:
+        log_in(page, live_server.url, "admin")
+        page.goto(f"{live_server.url}/admin/waffle/flag/{flag.pk}/change/")
+        page.select_option("#id_everyone", label="Yes")
+        page.click("input[name=_save]")
+
+        warning = page.locator(".messagelist .warning")
+        text = warning.inner_text()
+        assert f"The global flag {FLAG} is now on and roles still sit in the legacy table" in text
+        assert "run `authz_migrate sync --all`" in text
+        assert "Nothing moved automatically" in text
+        screenshot(page, "03-global-flag-saved")
+        link = warning.locator("a", has_text="run #")
+        run_id = int(link.inner_text().removeprefix("run #"))
+        link.click()
+        page.wait_for_selector("#run-report")
+        assert "Global flag changed" in page.inner_text("#content")
+        assert page.inner_text("#run-headline") == "Skipped: nothing moved for the whole instance."
+
+    run = MigrationRun.objects.get()
+    assert (run.pk, run.status, run.trigger, run.scope_type) == (
+        run_id,
+        "skipped",
+        "global_flag",
+        "instance",
+    )
+    assert not CasbinRule.objects.exists()  # nothing moved inside the request
 
 
 def test_a_staff_user_without_the_permission_is_refused(live_server, demo_data, request):

@@ -82,3 +82,98 @@ def test_failure_is_an_error_message_and_the_change_is_undone(
     # The history shows the change and the row that restored the previous state.
     newest = OrgFlagOverride.objects.order_by("-change_date", "-id").first()
     assert newest.enabled is False and "Restored by authz_migration" in newest.note
+
+
+# --- issue 17: what an operator reads ---------------------------------------------------------
+
+
+def test_enabled_starts_ticked_on_the_add_forms(admin_client_):
+    for model in ("orgflagoverride", "courseflagoverride"):
+        response = admin_client_.get(reverse(f"admin:authz_migration_{model}_add"))
+        assert response.context["adminform"].form.initial["enabled"] is True
+
+
+@override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
+def test_force_on_saved_unticked_says_the_override_is_not_enabled(admin_client_, make_user, grant):
+    grant(make_user("alice"), "course-v1:OrgA+C1+R", "staff")
+    _, msgs = _save_org(admin_client_, "OrgA", "on", enabled=False)
+    (text,) = [text for level, text in msgs if level == "warning"]
+    assert text.startswith("Saved as not enabled: this override forces nothing")
+    assert "tick “Enabled” to force the flag on" in text
+    assert "No roles moved: the effective flag did not change" in text
+    assert not MigrationRun.objects.exists()
+
+
+@override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
+def test_org_save_names_pinned_courses_and_the_org_wide_split(
+    admin_client_, make_user, grant, course_override
+):
+    alice, bob = make_user("alice"), make_user("bob")
+    grant(alice, "course-v1:OrgA+C1+R", "staff")
+    grant(bob, "course-v1:OrgA+C2+R", "staff")
+    grant(bob, "course-v1:OrgA+C2+R", "instructor")
+    grant(alice, "", "staff", org="OrgA")
+    course_override("course-v1:OrgA+C2+R", "off")
+    _, msgs = _save_org(admin_client_, "OrgA", "on")
+    # A warning, not a success: people of C2 lost a role they had.
+    ((level, text),) = [(level, text) for level, text in msgs if "Moved" in text]
+    assert level == "warning"
+    assert "Moved 2 role(s) of org OrgA to Casbin" in text
+    # Rows and courses, each with its unit.
+    assert "Left alone: 2 role row(s) of 1 course pinned by its own override" in text
+    assert (
+        "1 course pinned to the legacy table (course-v1:OrgA+C2+R) no longer sees the org-wide "
+        "roles of OrgA, which now live in Casbin" in text
+    )
+
+
+@override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
+def test_saving_the_global_flag_shows_the_warning(admin_client_, make_user, grant, global_flag):
+    flag = global_flag(False)
+    grant(make_user("alice"), "course-v1:OrgA+C1+R", "staff")
+    url = reverse("admin:waffle_flag_change", args=[flag.pk])
+    page = admin_client_.get(url).context["adminform"].form.initial
+    data = {k: v for k, v in page.items() if isinstance(v, bool | str)}
+    data.update({"everyone": "true", "percent": "", "note": "", "languages": ""})
+    for field in ("created", "modified"):  # split date and time widgets
+        data.update({f"{field}_0": "2026-01-01", f"{field}_1": "00:00:00"})
+    response = admin_client_.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    msgs = [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+    run = MigrationRun.objects.get()
+    assert (run.trigger, run.status) == ("global_flag", "skipped")
+    warnings = [text for level, text in msgs if level == "warning"]
+    assert len(warnings) == 1, msgs
+    assert "The global flag authz.enable_course_authoring is now on" in warnings[0]
+    assert reverse("admin:authz_migration_migrationrun_change", args=[run.pk]) in warnings[0]
+    assert not casbin_rule_model().objects.exists()
+
+
+def test_the_run_list_keeps_course_keys_on_one_line(admin_client_):
+    MigrationRun.objects.create(
+        migration_type="forward",
+        scope_type="course",
+        scope_key="course-v1:OrgA+C1+R",
+        trigger="admin",
+    )
+    page = admin_client_.get(reverse("admin:authz_migration_migrationrun_changelist"))
+    html = page.content.decode()
+    assert 'course <span class="authz-key">course-v1:OrgA+C1+R</span>' in html
+    assert ".authz-key { white-space: nowrap;" in html
+    assert "Admin action" in html
+
+
+@override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
+def test_waffles_enable_for_everyone_action_shows_the_warning_too(
+    admin_client_, make_user, grant, global_flag
+):
+    flag = global_flag(False)
+    grant(make_user("alice"), "course-v1:OrgA+C1+R", "staff")
+    response = admin_client_.post(
+        reverse("admin:waffle_flag_changelist"),
+        {"action": "enable_for_all", "_selected_action": [flag.pk]},
+    )
+    assert response.status_code == 302
+    msgs = [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+    assert any(level == "warning" and "is now on" in text for level, text in msgs), msgs
+    assert MigrationRun.objects.get().trigger == "global_flag"

@@ -452,7 +452,7 @@ def test_global_flag_on_with_legacy_rows_left_records_a_skipped_instance_run(
     assert role_rows() == initial  # never moves data
     (run,) = runs()
     assert (run.scope_type, run.scope_key, run.status) == ("instance", "", "skipped")
-    assert (run.migration_type, run.trigger) == ("forward", "signal")
+    assert (run.migration_type, run.trigger) == ("forward", "global_flag")
     assert "sync --all" in str(run.metadata)
     assert "sync --all" in caplog.text
 

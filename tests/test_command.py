@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from collections import Counter
 from dataclasses import dataclass
 from io import StringIO
@@ -32,7 +31,7 @@ from authz_migration import api, guard
 from authz_migration.management.commands import authz_migrate as command_module
 from authz_migration.models import MigrationRun
 from authz_migration.reporting import Progress
-from tests.helpers import ROLE_MAP, casbin_roles, legacy_roles
+from tests.helpers import ROLE_MAP, casbin_roles, legacy_roles, lock_rows_in_test_transaction
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -277,17 +276,11 @@ def test_sync_course_without_roles_has_nothing_to_move(mixed):
     result = run("sync", "--course", "course-v1:OrgC+Empty+R")
     assert result.code == 0, result.text
     lines = result.out.splitlines()
-    assert lines[2].split() == [
-        "forward",
-        "course",
-        "course-v1:OrgC+Empty+R",
-        "1",
-        "0",
-        "0",
-        "0",
-        "-",
-    ]
+    assert lines[0].startswith("Nothing to move: ")
     assert lines[-1] == "Moved 0 role rows."
+    assert result.err == (
+        "warning: no roles or overrides found for course 'course-v1:OrgC+Empty+R'\n"
+    )
     assert runs() == []
 
 
@@ -569,7 +562,7 @@ def test_declining_the_confirmation_moves_nothing(mixed, monkeypatch, answer):
     result = run("forward", "--course", A1)
     assert result.code == 3
     assert "cancelled" in result.message
-    assert "This will forward the roles of course-v1:OrgA+A1+2024." in result.out
+    assert "This will forward the roles of course course-v1:OrgA+A1+2024." in result.out
     assert len(asked) == 1
     assert placement() == before
     assert runs() == []
@@ -597,7 +590,7 @@ def test_confirmation_of_a_forced_move_warns_it_is_against_the_flag(mixed, monke
     monkeypatch.setattr("builtins.input", lambda prompt="": "yes")
     result = run("rollback", "--org", "OrgA", "--force")
     assert result.code == 0, result.text
-    assert "This will rollback the roles of OrgA AGAINST the effective flag." in result.out
+    assert "This will rollback the roles of org OrgA AGAINST the effective flag." in result.out
     assert placement()[("bob", "staff", A2)] == LEGACY
 
 
@@ -680,7 +673,7 @@ def test_verify_json_when_clean(mixed):
     assert run("sync", "--all").code == 0
     result = run("verify", "--all", "--json")
     assert result.code == 0, result.text
-    assert json.loads(result.out) == {"drift": []}
+    assert json.loads(result.out) == {"drift": [], "warnings": []}
 
 
 def test_verify_ignores_roles_outside_the_role_map(people, grant, course_override):
@@ -964,14 +957,18 @@ def test_interrupted_json_says_so(people, grant, global_flag, monkeypatch):
     assert document["moved"] == 2
 
 
-def test_interrupt_during_the_pause_starts_no_new_batch(people, grant, global_flag, monkeypatch):
-    def ctrl_c_while_sleeping(seconds):
-        os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(api, "time", types.SimpleNamespace(sleep=ctrl_c_while_sleeping))
+def test_interrupt_during_a_long_pause_stops_within_a_second(people, grant, global_flag):
     global_flag(True)
     seed_courses(people, grant, "OrgA", 6)
-    result = run("sync", "--org", "OrgA", "--batch-size", "2", "--sleep", "5")
+    # The first batch takes milliseconds: Ctrl-C arrives during the 20-second pause after it.
+    ctrl_c = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    ctrl_c.start()
+    try:
+        result = run("sync", "--org", "OrgA", "--batch-size", "2", "--sleep", "20")
+    finally:
+        ctrl_c.cancel()
+    assert time.monotonic() - started < 1.5
     assert result.code == 130
     assert len(runs()) == 1
 
@@ -1043,3 +1040,127 @@ def test_busy_scope_is_skipped_and_exits_4(server_db, people, grant, global_flag
     assert done.code == 0, done.text
     assert "Moved 3 role rows." in done.out
     assert legacy_roles() == Counter()
+
+
+# --- what an operator reads (issue 17) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "org, hint",
+    [
+        ("orga", "no roles or overrides found for org 'orga'; did you mean 'OrgA'?"),
+        ("NoSuchOrg", "no roles or overrides found for org 'NoSuchOrg'"),
+    ],
+)
+def test_an_org_the_site_does_not_know_gets_a_hint(mixed, org, hint, monkeypatch):
+    # On MariaDB "org:orga" and a committed "org:OrgA" lock row are one row under its
+    # collation: the guard's side connection would wait for this test's own transaction.
+    lock_rows_in_test_transaction(monkeypatch)
+    before = placement()
+    result = run("sync", "--org", org)
+    assert result.code == 0, result.text
+    assert result.err == f"warning: {hint}\n"
+    assert placement() == before
+    assert runs() == []
+    assert json.loads(run("sync", "--org", org, "--json").out)["warnings"] == [hint]
+    assert run("verify", "--org", "OrgA").err == ""  # a known org: no warning
+
+
+def test_a_wrong_case_course_key_gets_a_hint(mixed):
+    result = run("verify", "--course", A1.lower())
+    assert f"did you mean '{A1}'?" in result.err
+
+
+def test_an_empty_pass_reports_nothing_to_move_and_records_no_run(mixed):
+    # The admin's "Sync now" follows the same rule (tests/test_admin.py).
+    assert run("sync", "--all").code == 0
+    count = MigrationRun.objects.count()
+    document = json.loads(run("sync", "--all", "--json").out)
+    assert document["statuses"] == {}
+    for scope in document["scopes"]:
+        assert (scope["batches"], scope["statuses"], scope["run_ids"]) == (0, {}, [])
+        assert scope["nothing_to_move"] is True
+    assert MigrationRun.objects.count() == count
+    assert run("sync", "--all").out.startswith("Nothing to move: ")
+
+
+def test_a_dry_run_that_would_be_incomplete_never_points_to_runs(people, grant, global_flag):
+    global_flag(True)
+    grant(people["alice"], A1)
+    grant(people["carol"], BAD_KEY)
+    result = run("sync", "--all", "--dry-run")
+    assert result.code == 4
+    assert result.message == (
+        "a real run would be incomplete: 1 row(s) could not move (reasons in the summary); "
+        "the dry run wrote nothing"
+    )
+    assert "see the runs" not in result.text
+    assert runs() == []
+    real = run("sync", "--all")
+    assert real.code == 4
+    assert "authz_migrate status --status partial_success" in real.message
+
+
+def test_verbosity_0_prints_only_errors_and_2_each_batch(people, grant, global_flag):
+    global_flag(True)
+    seed_courses(people, grant, "OrgA", 3)
+    quiet = run("sync", "--org", "OrgA", "--verbosity", "0")
+    assert (quiet.code, quiet.out, quiet.err) == (0, "", "")
+    seed_courses(people, grant, "OrgB", 3)
+    loud = run("sync", "--org", "OrgB", "--batch-size", "2", "-v", "2")
+    assert loud.code == 0, loud.text
+    lines = loud.out.splitlines()
+    assert lines[0] == "planned: forward org OrgB"
+    batches = [line for line in lines if line.startswith("  forward org OrgB: read ")]
+    assert len(batches) == 2
+    assert batches[0].endswith(f"completed (run #{runs()[-2].pk})")
+
+
+def test_help_lists_the_exit_codes_one_per_line_and_describes_every_subcommand():
+    command = command_module.Command()
+    text = command.create_parser("manage.py", "authz_migrate").format_help()
+    assert "\n  0    done: " in text
+    assert "\n  130  interrupted (Ctrl-C)" in text
+    actions = command.create_parser("manage.py", "authz_migrate")._subparsers._group_actions[0]
+    for name, sub in actions.choices.items():
+        assert sub.description, name
+    assert "list recent runs" in actions.choices["status"].format_help()
+
+
+def test_without_a_terminal_the_prompt_ends_its_line_before_the_refusal(mixed, monkeypatch):
+    def no_answer(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_answer)
+    result = run("forward", "--course", A1)
+    assert result.code == 3
+    assert result.out.endswith("Type 'yes' to continue: \n")
+    assert "--no-input" in result.message
+    assert runs() == []
+
+
+def test_the_refusal_speaks_the_command_line(mixed):
+    result = run("forward", "--org", "OrgB", "--no-input")
+    assert result.code == 3
+    assert "add --force to move them this way anyway" in result.message
+    assert "force=True" not in result.message
+
+
+def test_ctrl_c_at_the_question_is_a_no(mixed, monkeypatch):
+    def ctrl_c(prompt=""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("builtins.input", ctrl_c)
+    result = run("forward", "--course", A1)
+    assert (result.code, result.message) == (3, "cancelled: not confirmed; nothing moved")
+    assert runs() == []
+
+
+def test_ctrl_c_while_planning_exits_130_without_a_traceback(mixed, monkeypatch):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "plan", ctrl_c)
+    result = run("sync", "--all")
+    assert (result.code, result.message) == (130, "interrupted before anything moved")
+    assert runs() == []

@@ -144,8 +144,8 @@ def test_override_str():
         waffle_flag=FLAG, course_id=COURSE, override_choice="off", enabled=True
     )
     org = OrgFlagOverride(waffle_flag=FLAG, org="OrgA", override_choice="on", enabled=False)
-    assert str(course) == f"{FLAG} {COURSE}: off enabled=True"
-    assert str(org) == f"{FLAG} OrgA: on enabled=False"
+    assert str(course) == f"{FLAG} for {COURSE}: force off"
+    assert str(org) == f"{FLAG} for OrgA: not enabled (force on)"
 
 
 def test_migration_run_str(db):
@@ -156,11 +156,11 @@ def test_migration_run_str(db):
         trigger=MigrationRun.Trigger.SIGNAL,
         status=MigrationRun.Status.COMPLETED,
     )
-    assert str(run) == f"#{run.pk} forward course {COURSE}: completed"
+    assert str(run) == f"Run #{run.pk}: forward of course {COURSE}, completed"
     instance = MigrationRun(
         migration_type="rollback", scope_type="instance", scope_key="", trigger="command"
     )
-    assert str(instance) == "#None rollback instance instance: running"
+    assert str(instance) == "Run #None: rollback of the whole instance, running"
 
 
 def test_scope_lock_str():
@@ -280,7 +280,7 @@ def test_migration_run_choices():
         "failed",
         "skipped",
     }
-    assert set(MigrationRun.Trigger.values) == {"signal", "command", "api"}
+    assert set(MigrationRun.Trigger.values) == {"signal", "command", "api", "admin", "global_flag"}
 
 
 def test_scope_lock_key_is_unique(db):

@@ -195,10 +195,13 @@ def test_nobody_adds_changes_or_deletes_a_run(who, a_run, make_user, client):
     before = MigrationRun.objects.values().get(pk=a_run.pk)
 
     assert client.get(run_url("change", a_run.pk)).status_code == 200  # readable
-    assert client.get(run_url("add")).status_code == 403
-    assert client.post(run_url("add"), {"status": "completed"}).status_code == 403
+    # Add and delete send a reader back, with a message, instead of a bare 403 page.
+    assert client.get(run_url("add")).url == run_url("changelist")
+    assert client.post(run_url("add"), {"status": "completed"}).url == run_url("changelist")
     assert client.post(run_url("change", a_run.pk), {"status": "failed"}).status_code == 403
-    assert client.post(run_url("delete", a_run.pk), {"post": "yes"}).status_code == 403
+    deleted = client.post(run_url("delete", a_run.pk), {"post": "yes"})
+    assert deleted.url == run_url("change", a_run.pk)
+    assert MigrationRun.objects.count() == 1
     # The changelist offers no bulk delete, and posting it anyway deletes nothing.
     changelist = client.get(run_url("changelist"))
     assert "delete_selected" not in changelist.content.decode()

@@ -23,6 +23,7 @@ it is not swapped.
 
 The modules: :mod:`.feedback` (the messages after a save), :mod:`.overrides` (the override
 admin mixin: permissions, form, changelist columns), :mod:`.actions` ("Verify", "Sync now"),
+:mod:`.global_flag` (the warning after a global flag save, on waffle's own flag admin),
 :mod:`.filters` (current row / key filters), :mod:`.keys` (override key parsing and
 validation), :mod:`.override_admins` (the app's own override admins), :mod:`.runs` (the run
 admin) and :mod:`.run_details` (what the run page shows), :mod:`.legacy_roles` (the legacy role
@@ -45,6 +46,7 @@ from .filters import (
     current_rows,
     scope_field,
 )
+from .global_flag import GlobalFlagFeedbackMixin, add_global_flag_feedback
 from .legacy_roles import CourseAccessRoleAdmin
 from .override_admins import CourseFlagOverrideAdmin, FlagOverrideAdmin, OrgFlagOverrideAdmin
 from .overrides import FlagOverrideAdminMixin
@@ -60,6 +62,7 @@ __all__ = [
     "CurrentOverrideFilter",
     "FlagOverrideAdmin",
     "FlagOverrideAdminMixin",
+    "GlobalFlagFeedbackMixin",
     "MigrationFeedbackMixin",
     "MigrationRunAdmin",
     "OrgFlagOverrideAdmin",
@@ -78,3 +81,4 @@ if not CourseFlagOverride._meta.swapped:
 if not OrgFlagOverride._meta.swapped:
     admin.site.register(OrgFlagOverride, OrgFlagOverrideAdmin)
 admin.site.register(MigrationRun, MigrationRunAdmin)
+add_global_flag_feedback()

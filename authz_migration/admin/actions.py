@@ -11,10 +11,11 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from .. import api
 from ..flags import flag_name
-from ..models import MigrationRun
+from ..models import MigrationRun, scope_label
 from ..orchestrator import FORWARD, Outcome
+from ..reporting import is_empty_pass
 from ..roles import InvalidCourseKey, InvalidOrg
-from .common import _run_link, _system
+from .common import _pinned_and_split, _run_link, _system
 from .keys import _parse_scope
 
 # Lists in messages stop after this many entries ("and N more").
@@ -126,7 +127,13 @@ class OverrideActionsMixin:
     def sync_scopes(self, request, queryset) -> None:
         courses, orgs = self.selected_scopes(request, queryset)
         outcomes: list[Outcome] = []
-        options = {"trigger": MigrationRun.Trigger.API, "user": request.user, "wait": False}
+        # An empty pass records no run, as in the command (reporting.is_empty_pass).
+        options = {
+            "trigger": MigrationRun.Trigger.ADMIN,
+            "user": request.user,
+            "wait": False,
+            "record_empty": False,
+        }
         for course in courses:
             outcomes += api.sync_course(course, **options)
         for org in orgs:
@@ -151,29 +158,32 @@ class OverrideActionsMixin:
         elif status == MigrationRun.Status.SKIPPED:
             text = _("Sync of {scope} skipped ({link}): {reason}")
             level = messages.WARNING
-        elif not counts.get("moved") and not counts.get("could_not_move"):
+        elif is_empty_pass(outcome):
             text = _(
-                "Sync of {scope}: nothing to move to {target}, its roles already sit where "
-                "their flags point ({link})."
+                "Sync of {scope}: nothing to move to {target}; its roles already sit where "
+                "their flags point (no run recorded)."
             )
             level = messages.INFO
         else:
             text = _(
                 "Sync of {scope}: moved {moved} role(s) to {target} ({link}); not migrated: "
-                "{not_migrated}, could not move: {could_not_move}, excluded courses: {excluded}."
+                "{not_migrated}, could not move: {could_not_move}.{left_alone}"
             )
             level = (
-                messages.SUCCESS if status == MigrationRun.Status.COMPLETED else messages.WARNING
+                messages.SUCCESS
+                if status == MigrationRun.Status.COMPLETED
+                and not outcome.metadata.get("org_wide_roles_split")
+                else messages.WARNING
             )
         message = format_html(
             text,
-            scope=f"{move.scope_type} {move.scope_key}".strip(),
+            scope=scope_label(move.scope_type, move.scope_key),
             link=_run_link(request, outcome.run),
             target=_system(move.direction == FORWARD),
             moved=counts.get("moved", 0),
             not_migrated=counts.get("not_migrated", 0),
             could_not_move=counts.get("could_not_move", 0),
-            excluded=outcome.metadata.get("excluded_courses", {}).get("count", 0),
+            left_alone=(" " + _pinned_and_split(outcome)).rstrip(),
             error=outcome.metadata.get("error", ""),
             reason=outcome.metadata.get("reason", ""),
         )

@@ -10,9 +10,9 @@ from django.utils.translation import gettext as _
 from ..automatic import RESULT_ATTRIBUTE
 from ..conf import get_setting
 from ..flags import flag_name
-from ..models import MigrationRun
+from ..models import MigrationRun, scope_label
 from ..orchestrator import FORWARD
-from .common import _run_link
+from .common import _pinned_and_split, _run_link
 
 
 class MigrationFeedbackMixin:
@@ -37,18 +37,25 @@ class MigrationFeedbackMixin:
 
     def report_migration(self, request, obj) -> None:
         result = getattr(obj, RESULT_ATTRIBUTE, None)
+        if obj.waffle_flag != flag_name():
+            return
+        not_enabled = _not_enabled_note(obj)
         if result is None:
-            if obj.waffle_flag == flag_name() and not get_setting("AUTOMATIC"):
+            if not get_setting("AUTOMATIC"):
                 messages.warning(
                     request,
-                    _(
+                    not_enabled
+                    + _(
                         "Automatic moves are off (AUTHZ_MIGRATION_AUTOMATIC): no roles moved. "
                         "Run `authz_migrate sync` for this scope."
                     ),
                 )
             return
         if result.outcome is None:
-            messages.warning(request, _("No roles moved: %(reason)s.") % {"reason": result.reason})
+            messages.warning(
+                request,
+                not_enabled + _("No roles moved: %(reason)s.") % {"reason": result.reason},
+            )
             return
         outcome, run = result.outcome, result.outcome.run
         link = _run_link(request, run)
@@ -65,24 +72,36 @@ class MigrationFeedbackMixin:
             return
         counts = outcome.counts
         direction = "to Casbin" if outcome.move.direction == FORWARD else "to the legacy table"
+        left_alone = _pinned_and_split(outcome)
         level = (
             messages.SUCCESS
             if outcome.status == MigrationRun.Status.COMPLETED
+            and not outcome.metadata.get("org_wide_roles_split")
             else messages.WARNING
         )
         messages.add_message(
             request,
             level,
             format_html(
-                "Moved {} role(s) of {} {} {} ({}); not migrated: {}, could not move: {}, "
-                "excluded courses: {}.",
+                "Moved {} role(s) of {} {} ({}); not migrated: {}, could not move: {}.{}",
                 counts.get("moved", 0),
-                run.scope_type,
-                run.scope_key,
+                scope_label(run.scope_type, run.scope_key),
                 direction,
                 link,
                 counts.get("not_migrated", 0),
                 counts.get("could_not_move", 0),
-                outcome.metadata.get("excluded_courses", {}).get("count", 0),
+                f" {left_alone}" if left_alone else "",
             ),
         )
+
+
+def _not_enabled_note(obj) -> str:
+    """Saving an override with "Enabled" unticked removes the override rather than forcing
+    anything: say so, since the form also asks for on/off."""
+    if obj.enabled:
+        return ""
+    return _(
+        "Saved as not enabled: this override forces nothing, the next rule decides (a "
+        "course's org override, then the global flag); tick “Enabled” to force the flag "
+        "%(choice)s. "
+    ) % {"choice": _("on") if obj.override_choice == "on" else _("off")}

@@ -107,6 +107,8 @@ class FlagOverrideAdminMixin(OverrideActionsMixin, MigrationFeedbackMixin):
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         initial.setdefault("waffle_flag", flag_name())
+        # A new override is meant to force something: an unticked "enabled" forces nothing.
+        initial.setdefault("enabled", True)
         return initial
 
     # --- changelist -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from ..models import MigrationRun
+from ..models import MigrationRun, scope_label
 from .common import _system
 
 
@@ -65,7 +65,7 @@ COUNT_ROWS = [
     (
         "excluded",
         gettext_lazy("Excluded"),
-        gettext_lazy("rows of courses pinned by their own course override"),
+        gettext_lazy("rows of courses pinned by their own course override (courses listed below)"),
     ),
     (
         "not_migrated",
@@ -133,7 +133,7 @@ def run_report(run: MigrationRun) -> dict:
     moved = _count(counts.get("moved")) or 0
     problems = _count(counts.get("could_not_move")) or 0
     forward = run.migration_type == MigrationRun.MigrationType.FORWARD
-    scope = f"{run.scope_type} {run.scope_key}".strip()
+    scope = scope_label(run.scope_type, run.scope_key)
     values = {
         "moved": moved,
         "scope": scope,
@@ -169,6 +169,8 @@ def run_report(run: MigrationRun) -> dict:
         "not_migrated_by_role": not_migrated,
         "problems": _problems(metadata.get("could_not_move")),
         "excluded": _capped(metadata.get("excluded_courses")),
+        # The same exclusion counted in rows (the counts table's unit), for the heading.
+        "excluded_rows": _count(counts.get("excluded")),
         "split": _capped(metadata.get("org_wide_roles_split")),
         "error": str(metadata.get("error") or ""),
         "traceback": str(metadata.get("traceback") or ""),

@@ -4,7 +4,10 @@ run's page (template ``admin/authz_migration/migrationrun/change_form.html``, fi
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -30,27 +33,16 @@ class MigrationRunAdmin(admin.ModelAdmin):
     )
     search_fields = ("scope_key",)
     list_select_related = ("triggered_by",)
+    # Read-only display fields only: no edit-form help text, one label per value.
     fieldsets = [
-        (
-            None,
-            {
-                "fields": (
-                    "status",
-                    "migration_type",
-                    ("scope_type", "scope_key"),
-                    ("trigger", "triggered_by"),
-                )
-            },
-        ),
+        (None, {"fields": ("status", "direction", "scope", "started_by")}),
         (gettext_lazy("When"), {"fields": ("created_at", "completed_at", "duration")}),
     ]
     readonly_fields = (
         "status",
-        "migration_type",
-        "scope_type",
-        "scope_key",
-        "trigger",
-        "triggered_by",
+        "direction",
+        "scope",
+        "started_by",
         "created_at",
         "completed_at",
         "duration",
@@ -73,7 +65,50 @@ class MigrationRunAdmin(admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             context["run_report"] = run_report(obj)
+            context["title"] = _("Migration run #%(id)s") % {"id": obj.pk}
+            context["subtitle"] = str(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # Runs are never added or deleted by hand: someone who may see runs and opens such a URL
+    # is sent to the runs with a word on why (others get the usual 403).
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_view_permission(request):
+            return super().add_view(request, form_url, extra_context)
+        messages.info(
+            request,
+            _(
+                "Runs are not added by hand: each one is written by the move it records. "
+                "Move roles with an override, the “Sync now” action or `authz_migrate`."
+            ),
+        )
+        return redirect(self._changelist_url())
+
+    def delete_view(self, request, object_id, extra_context=None):
+        if not self.has_view_permission(request):
+            return super().delete_view(request, object_id, extra_context)
+        messages.info(
+            request,
+            _(
+                "Runs are not deleted: they are the record of what happened to the roles, "
+                "superusers included."
+            ),
+        )
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            return redirect(self._changelist_url())
+        return redirect(
+            reverse(
+                "admin:authz_migration_migrationrun_change",
+                args=[run.pk],
+                current_app=self.admin_site.name,
+            )
+        )
+
+    def _changelist_url(self) -> str:
+        return reverse(
+            "admin:authz_migration_migrationrun_changelist", current_app=self.admin_site.name
+        )
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, obj):
@@ -86,7 +121,20 @@ class MigrationRunAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("scope"), ordering="scope_key")
     def scope(self, obj):
-        return f"{obj.scope_type} {obj.scope_key}".strip()
+        if obj.scope_type == MigrationRun.ScopeType.INSTANCE or not obj.scope_key:
+            return _("the whole instance")
+        # A course key must not break across lines at its "+" and ":".
+        return format_html('{} <span class="authz-key">{}</span>', obj.scope_type, obj.scope_key)
+
+    @admin.display(description=gettext_lazy("direction"))
+    def direction(self, obj):
+        return obj.get_migration_type_display()
+
+    @admin.display(description=gettext_lazy("started by"))
+    def started_by(self, obj):
+        who = obj.triggered_by.get_username() if obj.triggered_by else ""
+        label = obj.get_trigger_display()
+        return _("%(trigger)s, by %(user)s") % {"trigger": label, "user": who} if who else label
 
     @admin.display(description=gettext_lazy("duration"))
     def duration(self, obj):

@@ -529,7 +529,7 @@ def test_admin_org_override_save_reports_excluded_courses(roles, automatic, admi
     _, messages = post_override(admin_client_, ORG_ADD, "org", ORG)
 
     text = next(text for level, text in messages if "Moved" in text)
-    assert re.search(r"Moved 4 role\(s\) of org OrgA to Casbin .*excluded courses: 1", text)
+    assert re.search(r"Moved 4 role\(s\) of org OrgA to Casbin .*of 1 course pinned", text)
     assert where(C2) == {"legacy"}
 
 

@@ -1,71 +1,210 @@
 """authz_migrate: move, check and inspect role data between the legacy table and Casbin.
 
 Exit codes:
-  0  done: everything selected moved, or nothing needed to
-  1  a move failed (its changes were rolled back; see the failed run)
-  2  bad arguments (unknown subcommand or option, malformed course key or org)
-  3  refused: the move contradicts the effective flag (use --force), or confirmation declined
-  4  incomplete: rows could not move (partial_success) or a scope was busy (skipped); re-run
-  5  verify: rows sit in the wrong system
-  130 interrupted (Ctrl-C) after finishing the current batch; re-run to continue
+  0    done: everything selected moved, or nothing needed to
+  1    a move failed (its changes were rolled back; see the failed run)
+  2    bad input (unknown subcommand or option, malformed course key or org, a number out
+       of range); nothing was read or written
+  3    refused: the move contradicts the effective flag (use --force), or not confirmed
+  4    incomplete: rows could not move (partial_success) or a scope was busy (skipped); re-run
+  5    verify: rows sit in the wrong system
+  130  interrupted (Ctrl-C) after finishing the current batch; re-run to continue
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import signal
+import sys
 from contextlib import contextmanager
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    DjangoHelpFormatter,
+)
 
 from authz_migration import api
 from authz_migration.enforcer import watcher_only
-from authz_migration.models import MigrationRun
-from authz_migration.reporting import Progress, Summary
-from authz_migration.roles import InvalidCourseKey, InvalidOrg
+from authz_migration.models import MigrationRun, scope_label
+from authz_migration.reporting import Progress, Summary, describe_outcome
+from authz_migration.roles import InvalidCourseKey, InvalidOrg, normalize_course_key, validate_org
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_DRIFT = 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
 
+# Upper bounds of the numeric options: beyond them a value is a typo, not a plan (a batch is
+# one transaction on a live database; a pause of more than an hour is a stalled command).
+MAX_BATCH_SIZE = 100_000
+MAX_LIMIT = 10_000
+MAX_SLEEP = 3600
+# A selected key ends up in the run's scope_key: longer keys could not be recorded.
+MAX_KEY_LENGTH = MigrationRun._meta.get_field("scope_key").max_length
+
+
+class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Django's option order, and descriptions printed as written (the exit-code list)."""
+
 
 class _Parser(CommandParser):
-    """Argument errors are exit code 2 through ``call_command`` too (Django's default is 1,
-    which this command reserves for failed moves)."""
+    """Argument errors are exit code 2 and one line, from the command line and through
+    ``call_command`` alike (Django's default is 1, which this command reserves for failed
+    moves, and argparse's is the usage block then the error)."""
 
     def error(self, message):
         if self.called_from_command_line:
-            super().error(message)
-        raise CommandError(f"Error: {message}", returncode=EXIT_USAGE)
+            self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        raise CommandError(message, returncode=EXIT_USAGE)
+
+
+# --- option values: checked by argparse, and again in handle() for call_command's keywords --
+
+
+def _whole_number(maximum: int):
+    def parse(value) -> int:
+        if isinstance(value, bool):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
+        try:
+            number = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not 1 <= number <= maximum:
+            raise argparse.ArgumentTypeError(f"{number} is out of range: use 1 to {maximum}")
+        return number
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _seconds(value) -> float:
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number of seconds")
+    if not 0 <= number <= MAX_SLEEP:
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range: use 0 to {MAX_SLEEP} seconds")
+    return number
+
+
+_batch_size = _whole_number(MAX_BATCH_SIZE)
+_limit = _whole_number(MAX_LIMIT)
+# (dest, option, check) of every numeric option.
+_NUMBERS = (("batch_size", "--batch-size", _batch_size), ("sleep", "--sleep", _seconds))
+_STATUS_NUMBERS = (("limit", "--limit", _limit),)
+
+
+def _usage(message: str) -> CommandError:
+    return CommandError(message, returncode=EXIT_USAGE)
+
+
+def _check_numbers(options, numbers) -> None:
+    for dest, option, check in numbers:
+        if options.get(dest) is not None:
+            try:
+                options[dest] = check(options[dest])
+            except argparse.ArgumentTypeError as exc:
+                raise _usage(f"argument {option}: {exc}") from None
+
+
+def _check_length(key: str) -> str:
+    if len(key) > MAX_KEY_LENGTH:
+        raise _usage(f"{key[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")
+    return key
+
+
+def _checked_scopes(courses, orgs) -> tuple[list[str], list[str]]:
+    """The selected keys, validated without touching the database, each once."""
+    try:
+        courses = [_check_length(normalize_course_key(c)) for c in courses]
+        orgs = [_check_length(validate_org(o)) for o in orgs]
+    except (InvalidCourseKey, InvalidOrg) as exc:
+        raise _usage(str(exc)) from None
+    return list(dict.fromkeys(courses)), list(dict.fromkeys(orgs))
+
+
+def _status_scope(value: str) -> str:
+    try:
+        return _check_length(normalize_course_key(value))
+    except InvalidCourseKey:
+        pass
+    try:
+        return _check_length(validate_org(value))
+    except InvalidOrg:
+        raise _usage(
+            f"argument --scope: {value!r} is neither a course key "
+            "(course-v1:ORG+COURSE+RUN) nor an org name"
+        ) from None
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):  # no stdin, or a closed one
+        return False
 
 
 class Command(BaseCommand):
     help = __doc__
 
     def create_parser(self, prog_name, subcommand, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.__class__ = _Parser
+        for sub in self._action_parsers:
+            sub.called_from_command_line = parser.called_from_command_line
         return parser
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(
             dest="action", required=True, metavar="ACTION", parser_class=_Parser
         )
+        self._action_parsers = []
         for name, text in (
             ("sync", "move every selected scope's roles to the system its effective flag names"),
             ("forward", "move selected roles to Casbin (refused against the flag unless --force)"),
             ("rollback", "move selected roles to the legacy table (same refusal)"),
             ("verify", "list scopes whose roles sit in the wrong system (exit 5 if any)"),
+            ("status", "list recent runs, newest first (what moved, when, by whom)"),
         ):
-            sub = actions.add_parser(name, help=text, description=text)
+            sub = actions.add_parser(
+                name, help=text, description=text, formatter_class=_HelpFormatter
+            )
+            self._action_parsers.append(sub)
+            # Also after the subcommand, where an operator adds it; unset unless given, so
+            # that `authz_migrate -v 2 sync ...` keeps working too.
+            sub.add_argument(
+                "-v",
+                "--verbosity",
+                type=int,
+                choices=[0, 1, 2, 3],
+                default=argparse.SUPPRESS,
+                help="0 errors only, 1 progress and summary (default), 2 also each batch",
+            )
+            if name == "status":
+                self._add_status_options(sub)
+                continue
             self._add_selectors(sub)
             if name != "verify":
                 self._add_move_options(sub, directed=name != "sync")
             sub.add_argument("--json", action="store_true", help="print one JSON document")
-        status = actions.add_parser("status", help="recent runs")
-        status.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
-        status.add_argument("--status", choices=MigrationRun.Status.values, help="only this status")
-        status.add_argument("--scope", help="only runs of this course key or org")
-        status.add_argument("--json", action="store_true", help="print one JSON document")
+
+    @staticmethod
+    def _add_status_options(sub):
+        sub.add_argument(
+            "--limit",
+            type=_limit,
+            default=20,
+            metavar="N",
+            help=f"how many runs, 1 to {MAX_LIMIT} (default 20)",
+        )
+        sub.add_argument("--status", choices=MigrationRun.Status.values, help="only this status")
+        sub.add_argument("--scope", metavar="KEY", help="only runs of this course key or org")
+        sub.add_argument("--json", action="store_true", help="print one JSON document")
 
     @staticmethod
     def _add_selectors(sub):
@@ -83,7 +222,7 @@ class Command(BaseCommand):
             action="extend",
             default=[],
             metavar="ORG",
-            help="orgs: all their courses and org-wide roles",
+            help="orgs: all their courses and org-wide roles (exact spelling, case included)",
         )
         sub.add_argument("--all", action="store_true", dest="everything", help="the whole instance")
 
@@ -94,17 +233,18 @@ class Command(BaseCommand):
         )
         sub.add_argument(
             "--batch-size",
-            type=int,
+            type=_batch_size,
             default=None,
             metavar="N",
-            help="rows per batch, each batch its own transaction and run",
+            help=f"rows per batch, 1 to {MAX_BATCH_SIZE}; each batch is its own transaction "
+            "and run",
         )
         sub.add_argument(
             "--sleep",
-            type=float,
+            type=_seconds,
             default=0.0,
             metavar="SECONDS",
-            help="pause between batches, to spare a live database",
+            help=f"pause between batches, 0 to {MAX_SLEEP}, to spare a live database",
         )
         sub.add_argument(
             "--no-input",
@@ -119,18 +259,43 @@ class Command(BaseCommand):
                 help="move even against the effective flag (superuser decision)",
             )
 
+    # --- handle: every check first, then the database ---------------------------------------
+
     def handle(self, *args, **options):
-        action = options["action"]
-        if action == "status":
-            return self._status(options)
-        courses, orgs, everything = options["course"], options["org"], options["everything"]
-        if everything == bool(courses or orgs):
-            raise CommandError(
-                "select --course, --org, or --all (not --all with others)", returncode=EXIT_USAGE
-            )
         try:
-            if action == "verify":
-                return self._verify(courses, orgs, everything, options)
+            return self._handle(options)
+        except KeyboardInterrupt:
+            # Ctrl-C before the moves start (while planning, verifying or listing; during
+            # the moves a handler lets the current batch finish instead): nothing moved.
+            self.stdout.write("")
+            raise CommandError(
+                "interrupted before anything moved", returncode=EXIT_INTERRUPTED
+            ) from None
+
+    def _handle(self, options):
+        action = options["action"]
+        self.verbosity = options.get("verbosity", 1)
+        if action == "status":
+            _check_numbers(options, _STATUS_NUMBERS)
+            if options.get("status") not in (None, *MigrationRun.Status.values):
+                raise _usage(f"argument --status: {options['status']!r} is not a run status")
+            if options.get("scope") is not None:
+                options["scope"] = _status_scope(options["scope"])
+            return self._status(options)
+        if action != "verify":
+            _check_numbers(options, _NUMBERS)
+        courses, orgs = _checked_scopes(options["course"], options["org"])
+        everything = options["everything"]
+        if everything == bool(courses or orgs):
+            raise _usage("select --course, --org, or --all (not --all with others)")
+        # Nothing above touched the database; from here on, reads.
+        self.warnings = api.unknown_scopes(courses, orgs)
+        if not options.get("json"):
+            for warning in self.warnings:
+                self._say(1, f"warning: {warning}", err=True)
+        if action == "verify":
+            return self._verify(courses, orgs, everything, options)
+        try:
             moves = api.plan(
                 action,
                 courses=courses,
@@ -138,14 +303,19 @@ class Command(BaseCommand):
                 everything=everything,
                 force=options.get("force", False),
             )
-        except (InvalidCourseKey, InvalidOrg) as exc:
-            raise CommandError(str(exc), returncode=EXIT_USAGE) from exc
         except api.FlagContradiction as exc:
-            raise CommandError(str(exc), returncode=EXIT_REFUSED) from exc
-        if options["batch_size"] is not None and options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1", returncode=EXIT_USAGE)
-        if options["sleep"] < 0:
-            raise CommandError("--sleep cannot be negative", returncode=EXIT_USAGE)
+            raise CommandError(
+                exc.describe(
+                    "`authz_migrate sync` moves roles where their flags point; "
+                    "add --force to move them this way anyway"
+                ),
+                returncode=EXIT_REFUSED,
+            ) from None
+        if self.verbosity >= 2 and not options["json"]:
+            for move in moves:
+                self._say(
+                    2, f"planned: {move.direction} {scope_label(move.scope_type, move.scope_key)}"
+                )
         if action != "sync" and not options["dry_run"] and options["interactive"]:
             # With --json, stdout carries one document only: ask on stderr.
             self._confirm(
@@ -156,8 +326,12 @@ class Command(BaseCommand):
             )
         return self._move(action, moves, options)
 
+    def _say(self, level: int, text: str, err: bool = False) -> None:
+        if self.verbosity >= level:
+            (self.stderr if err else self.stdout).write(text)
+
     def _confirm(self, action, moves, force, out):
-        scopes = ", ".join(m.scope_key or "the whole instance" for m in moves)
+        scopes = ", ".join(scope_label(m.scope_type, m.scope_key) for m in moves)
         warning = " AGAINST the effective flag" if force else ""
         out.write(f"This will {action} the roles of {scopes}{warning}.")
         out.write("Type 'yes' to continue: ", ending="")
@@ -165,54 +339,72 @@ class Command(BaseCommand):
         try:
             answer = input()
         except EOFError:
-            answer = ""
+            answer = None
+        except KeyboardInterrupt:
+            answer = ""  # Ctrl-C at the question: a no
+        if not _stdin_is_terminal():
+            out.write("")  # nobody typed the newline: end the prompt's line
+        if answer is None:
+            raise CommandError(
+                "cancelled: no answer on standard input, so not confirmed; nothing moved; "
+                "add --no-input to run without asking",
+                returncode=EXIT_REFUSED,
+            )
         if answer.strip().lower() != "yes":
-            raise CommandError("cancelled; nothing moved", returncode=EXIT_REFUSED)
+            raise CommandError("cancelled: not confirmed; nothing moved", returncode=EXIT_REFUSED)
 
     def _move(self, action, moves, options):
         summary = Summary()
-        as_json = options["json"]
-        progress = Progress(
-            self.stderr if as_json else self.stdout,
-            api.source_rows(moves),
-            tty=self.stdout.isatty(),
-        )
+        as_json, dry_run = options["json"], options["dry_run"]
+        progress = None
+        if self.verbosity >= 1:
+            progress = Progress(
+                self.stderr if as_json else self.stdout,
+                api.source_rows(moves),
+                tty=self.stdout.isatty(),
+            )
         stop = _StopFlag()
         with stop.installed(), watcher_only():
             for outcome in api.run_in_batches(
                 moves,
                 trigger=MigrationRun.Trigger.COMMAND,
                 batch_size=options["batch_size"],
-                dry_run=options["dry_run"],
+                dry_run=dry_run,
                 pause=options["sleep"],
                 should_stop=stop,
             ):
                 summary.add(outcome)
-                progress.update(summary)
-        progress.finish()
+                if progress is not None:
+                    progress.update(summary)
+                if self.verbosity >= 2 and not as_json:
+                    self.stdout.write(describe_outcome(outcome))
+        if progress is not None:
+            progress.finish()
         code = self._exit_code(summary, stop.requested)
         if as_json:
             self.stdout.write(
                 json.dumps(
                     {
                         "action": action,
-                        "dry_run": options["dry_run"],
+                        "dry_run": dry_run,
                         "exit_code": code,
                         "interrupted": stop.requested,
                         "moved": summary.moved,
                         "statuses": dict(summary.statuses),
                         "scopes": summary.rows(),
                         "errors": summary.errors,
+                        "warnings": self.warnings,
                     },
                     indent=2,
                 )
             )
         else:
-            for line in summary.lines():
-                self.stdout.write(line)
-            verb = "Would move" if options["dry_run"] else "Moved"
-            self.stdout.write(f"{verb} {summary.moved} role rows.")
-            for error in summary.errors:
+            if self.verbosity >= 1:
+                for line in summary.lines():
+                    self.stdout.write(line)
+                verb = "Would move" if dry_run else "Moved"
+                self.stdout.write(f"{verb} {summary.moved} role rows.")
+            for error in dict.fromkeys(summary.errors):
                 self.stderr.write(error)
         if stop.requested:
             raise CommandError(
@@ -220,7 +412,7 @@ class Command(BaseCommand):
                 returncode=EXIT_INTERRUPTED,
             )
         if code:
-            raise CommandError(_EXIT_TEXT[code], returncode=code)
+            raise CommandError(_exit_text(code, summary, dry_run), returncode=code)
 
     @staticmethod
     def _exit_code(summary, interrupted):
@@ -251,24 +443,27 @@ class Command(BaseCommand):
                                 "casbin_rows": p.casbin_rows,
                             }
                             for p in drift
-                        ]
+                        ],
+                        "warnings": self.warnings,
                     },
                     indent=2,
                 )
             )
         elif drift:
-            self.stdout.write(f"{len(drift)} scope(s) with roles in the wrong system:")
+            self._say(1, f"{len(drift)} scope(s) with roles in the wrong system:")
             for p in drift:
                 where = "Casbin" if p.authz_enabled else "legacy"
-                self.stdout.write(
+                self._say(
+                    1,
                     f"  {p.scope}: flag says {where}; {p.legacy_rows} legacy "
-                    f"row(s), {p.casbin_rows} Casbin row(s)"
+                    f"row(s), {p.casbin_rows} Casbin row(s)",
                 )
         else:
-            self.stdout.write("Every selected scope is in step with its flag.")
+            self._say(1, "Every selected scope is in step with its flag.")
         if drift:
             raise CommandError(
-                "drift found; `authz_migrate sync` moves these roles", returncode=EXIT_DRIFT
+                "drift found; `authz_migrate sync` with the same selection moves these roles",
+                returncode=EXIT_DRIFT,
             )
 
     def _status(self, options):
@@ -277,7 +472,7 @@ class Command(BaseCommand):
             runs = runs.filter(status=options["status"])
         if options["scope"]:
             runs = runs.filter(scope_key=options["scope"])
-        runs = list(runs[: max(options["limit"], 0)])
+        runs = list(runs[: options["limit"]])
         records = [
             {
                 "id": r.pk,
@@ -297,6 +492,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps({"runs": records}, indent=2))
             return
+        # The listing is what status is for: printed at every verbosity.
         if not records:
             self.stdout.write("No runs.")
             return
@@ -304,15 +500,36 @@ class Command(BaseCommand):
             who = r["triggered_by"] or "-"
             self.stdout.write(
                 f"#{r['id']:<6} {r['created_at'][:19]}  {r['status']:<15} {r['migration_type']:<8} "
-                f"{r['scope_type']:<8} {r['scope_key'] or '(instance)':<40} {r['trigger']:<7} "
+                f"{r['scope_type']:<8} {r['scope_key'] or '(instance)':<40} {r['trigger']:<11} "
                 f"{who:<12} moved {r['moved']}, could not move {r['could_not_move']}"
             )
 
 
-_EXIT_TEXT = {
-    EXIT_FAILED: "a move failed and was rolled back; see the failed run (authz_migrate status)",
-    EXIT_INCOMPLETE: "incomplete: some rows could not move or a scope was busy; see the runs",
-}
+def _exit_text(code: int, summary: Summary, dry_run: bool) -> str:
+    """The last line of a command that did not finish cleanly: what happened, what next."""
+    if code == EXIT_FAILED:
+        if dry_run:
+            return "the dry run failed (nothing was written); the error is above"
+        return (
+            "a move failed and was rolled back; see the failed run "
+            "(authz_migrate status --status failed), then run the same command again"
+        )
+    stuck = summary.could_not_move
+    busy = summary.statuses[MigrationRun.Status.SKIPPED]
+    if dry_run:
+        parts = [f"{stuck} row(s) could not move (reasons in the summary)"] if stuck else []
+        parts += ["a scope was busy with another run"] if busy else []
+        return f"a real run would be incomplete: {'; '.join(parts)}; the dry run wrote nothing"
+    parts = []
+    if stuck:
+        parts.append(
+            f"{stuck} row(s) could not move and stayed where they were (which and why: "
+            "authz_migrate status --status partial_success, then the run's page in the "
+            "admin); fix them, then run the same command again"
+        )
+    if busy:
+        parts.append("a scope was busy with another run; run the same command again")
+    return f"incomplete: {'; '.join(parts)}"
 
 
 class _StopFlag:
