@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import flags, lookup, stores, verify
+from . import flags, lookup, stores
+from . import verify as verify_module
 from .models import MigrationRun
 from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Outcome, execute
 from .roles import normalize_course_key, validate_org
@@ -28,6 +29,7 @@ __all__ = [
     "sync_instance",
     "sync_org",
     "unknown_scopes",
+    "verify",
     "verify_scope",
 ]
 
@@ -39,7 +41,7 @@ API = MigrationRun.Trigger.API
 class FlagContradiction(Exception):
     """A directed move would put roles in the system their course's flag does not name."""
 
-    def __init__(self, direction: str, placements: list[verify.Placement]):
+    def __init__(self, direction: str, placements: list[verify_module.Placement]):
         self.direction = direction
         self.placements = placements
         super().__init__(self.describe("force=True moves them anyway"))
@@ -125,7 +127,7 @@ def plan(
             else ([Selection(courses=tuple(courses))] if courses else [])
             + [Selection(org=org) for org in orgs]
         )
-        clashes = [p for sel in selections for p in verify.scan(sel).contradictions(forward)]
+        clashes = [p for sel in selections for p in verify_module.scan(sel).contradictions(forward)]
         if clashes:
             raise FlagContradiction(_direction(forward), clashes)
     if everything:
@@ -214,7 +216,7 @@ def source_rows(moves: list[Move]) -> int:
 
 def _directed(scope_type, key, selection, forward, force, trigger, user, options) -> Outcome:
     if not force:
-        clashes = verify.scan(selection).contradictions(forward)
+        clashes = verify_module.scan(selection).contradictions(forward)
         if clashes:
             raise FlagContradiction(_direction(forward), clashes)
     move = Move(_direction(forward), scope_type, key, follow_flags=False)
@@ -246,16 +248,26 @@ def migrate_org(
     return _directed(ORG, org, Selection(org=org), forward, force, trigger, user, options)
 
 
-def verify_scope(
+def verify(
     courses: list[str] | None = None, orgs: list[str] | None = None, everything: bool = False
-) -> list[verify.Placement]:
-    """Scopes whose role rows sit in the system their flag does not name."""
+) -> verify_module.Report:
+    """Where the selected scopes' roles sit against their flags: ``drift`` (scopes whose rows
+    a sync would move) and ``cannot_move`` (rows that belong in the other system but cannot
+    move, by reason: no re-run moves them)."""
     if everything:
-        return verify.scan(Selection(everything=True)).drift
-    found: list[verify.Placement] = []
+        return verify_module.scan(Selection(everything=True))
+    report = verify_module.Report()
     if courses:
         selection = Selection(courses=tuple(normalize_course_key(c) for c in courses))
-        found += verify.scan(selection).drift
+        report.merge(verify_module.scan(selection))
     for org in orgs or []:
-        found += verify.scan(Selection(org=validate_org(org))).drift
-    return found
+        report.merge(verify_module.scan(Selection(org=validate_org(org))))
+    return report
+
+
+def verify_scope(
+    courses: list[str] | None = None, orgs: list[str] | None = None, everything: bool = False
+) -> list[verify_module.Placement]:
+    """Scopes whose role rows sit in the system their flag does not name (``verify(...)``'s
+    drift)."""
+    return verify(courses, orgs, everything).drift

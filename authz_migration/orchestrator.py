@@ -24,10 +24,10 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from . import flags, guard, moves, peer
+from . import flags, guard, moves, peer, placement
 from .conf import get_setting
 from .models import MigrationRun
-from .roles import org_of, parse_scope, try_org_of
+from .roles import org_of
 from .signals import migration_run_finished
 from .stores import Selection, read_casbin, read_legacy
 
@@ -125,6 +125,7 @@ class _Stats:
         self.problems: dict[str, list[dict]] = {}
         self.problem_counts: Counter = Counter()
         self.excluded_courses: set[str] = set()
+        self.org_wide_roles = 0
         self.batches = 0
         self.casbin_added: list = []
         self.casbin_removed: list = []
@@ -139,6 +140,7 @@ class _Stats:
             kept = self.problems.setdefault(reason, [])
             kept.extend(rows[: max(0, self.limit - len(kept))])
         self.excluded_courses |= result.excluded_courses
+        self.org_wide_roles += result.org_wide_roles
         self.casbin_added.extend(result.casbin_added)
         self.casbin_removed.extend(result.casbin_removed)
 
@@ -164,7 +166,7 @@ class _Stats:
             "could_not_move": {
                 reason: {
                     "count": self.problem_counts[reason],
-                    "description": moves.REASONS.get(reason, reason),
+                    "description": placement.REASONS.get(reason, reason),
                     "rows": rows,
                     "more": self.problem_counts[reason] - len(rows),
                 }
@@ -186,7 +188,6 @@ class _Decider:
         self.move = move
         self.target = move.direction == FORWARD
         self.pinned: dict[str, bool] = {}
-        self.org_wide_rows = 0  # org-wide roles met in the source: only they can be split
         self.state = self.target
         if move.scope_type == COURSE and move.follow_flags:
             self.state = flags.is_authz_enabled(move.scope_key)
@@ -197,24 +198,23 @@ class _Decider:
 
     def for_batch(self, rows: list, legacy: bool) -> moves.Decide:
         if self.move.scope_type == INSTANCE and self.move.follow_flags:
-            return _snapshot_for(rows, legacy).state
+            return placement.flags_of(rows)
         if self.move.scope_type == ORG:
             return self._org_decide
         return lambda org, course: self.state
 
     def _org_decide(self, org: str, course: str | None) -> bool | None:
-        if course is None:
-            self.org_wide_rows += 1
-        elif course in self.pinned:
+        if course in self.pinned:
             if self.move.exclude_pinned:
                 return None
             return self.pinned[course] if self.move.follow_flags else self.target
         return self.state
 
-    def org_wide_split(self, limit: int) -> dict | None:
+    def org_wide_split(self, limit: int, org_wide_roles: int) -> dict | None:
         """Courses pinned to the other side of an org's state no longer see the org's
-        org-wide roles in their own system (docs/decisions/0006): name them."""
-        if self.move.scope_type != ORG or not self.org_wide_rows:
+        ``org_wide_roles`` (mapped roles the move found) in their own system
+        (docs/decisions/0006): name them."""
+        if self.move.scope_type != ORG or not org_wide_roles:
             return None
         split = sorted(c for c, state in self.pinned.items() if state != self.state)
         if not split:
@@ -227,25 +227,6 @@ class _Decider:
             "note": f"these courses are pinned to the other system; the org-wide roles of "
             f"{self.move.scope_key} live in {where} and do not apply to them there",
         }
-
-
-def _snapshot_for(rows: list, legacy: bool) -> flags.FlagSnapshot:
-    orgs, courses = set(), set()
-    if legacy:
-        for course_id in {row.course_id for row in rows}:
-            org = try_org_of(course_id) if course_id else None
-            if org:
-                orgs.add(org)
-                courses.add(course_id)
-        orgs.update(row.org for row in rows if not row.course_id and row.org)
-    else:
-        for scope in {row.v2 for row in rows}:
-            org, course = parse_scope(scope) or (None, None)
-            if org:
-                orgs.add(org)
-            if course:
-                courses.add(course)
-    return flags.FlagSnapshot(orgs, courses)
 
 
 # A run that owns its transaction is retried this many times when the database picks it
@@ -384,7 +365,7 @@ def _apply(move, batch_size, max_batches, after, *, dry_run=False, progress=None
             break  # a short batch is the last one: no need for an empty read to find out
     metadata = stats.metadata()
     metadata["dry_run"] = dry_run
-    split = decider.org_wide_split(stats.limit)
+    split = decider.org_wide_split(stats.limit, stats.org_wide_roles)
     if split:
         metadata["org_wide_roles_split"] = split
         logger.warning("authz_migration: org-wide roles of %s: %s", move.scope_key, split["note"])

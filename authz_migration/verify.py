@@ -1,26 +1,20 @@
 """Where role rows sit, and where their courses' flags say they belong.
 
 A scan reads both stores in keyset batches (bounded memory: one counter per course, not per
-row) and the flags of each batch's courses in three queries. Only rows that a move would
-carry count: legacy roles outside the role map and Casbin rows of other kinds are ignored.
+row), the flags of each batch's courses in three queries, and asks
+:mod:`~authz_migration.placement` about every row, as a move does: rows a move would carry
+are counted per scope (drift when they sit in the wrong system), rows that should move but
+cannot are counted by reason, and roles that never move (outside the map, library keys) are
+left out.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from . import placement
 from .conf import get_setting
-from .flags import FlagSnapshot
-from .roles import (
-    ROLE_NAMESPACE,
-    normalize_course_key,
-    parse_scope,
-    reverse_role_map,
-    role_map,
-    strip_namespace,
-    try_org_of,
-)
 from .stores import Selection, read_casbin, read_legacy
 
 
@@ -53,6 +47,10 @@ class Placement:
 @dataclass
 class Report:
     placements: dict[tuple[str, str | None], Placement] = field(default_factory=dict)
+    # Rows that belong in the other system but cannot move there, by reason, with the first
+    # few of each (no re-run moves them: the rows themselves must change).
+    cannot_move: Counter = field(default_factory=Counter)
+    cannot_move_rows: dict[str, list[dict]] = field(default_factory=dict)
 
     @property
     def drift(self) -> list[Placement]:
@@ -68,49 +66,54 @@ class Report:
             key=lambda p: (p.org, p.course or ""),
         )
 
+    def merge(self, other: Report) -> Report:
+        """This report and ``other`` (of a disjoint selection) as one."""
+        self.placements.update(other.placements)
+        self.cannot_move.update(other.cannot_move)
+        for reason, rows in other.cannot_move_rows.items():
+            self.cannot_move_rows.setdefault(reason, []).extend(rows)
+        return self
+
+    def _add_problem(self, reason: str, row, limit: int) -> None:
+        self.cannot_move[reason] += 1
+        kept = self.cannot_move_rows.setdefault(reason, [])
+        if len(kept) < limit:
+            kept.append(placement.describe(row, reason))
+
+
+def _batches(read, selection: Selection, batch_size: int):
+    cursor = None
+    while True:
+        rows, cursor, count = read(selection, cursor, batch_size)
+        if cursor is None:
+            return
+        yield rows
+        if count < batch_size:
+            return
+
 
 def scan(selection: Selection, batch_size: int | None = None) -> Report:
-    """Count, per course and org-wide scope, the movable rows in each system."""
+    """Count, per course and org-wide scope, the movable rows in each system, and the rows
+    that cannot move, by reason."""
     batch_size = batch_size or get_setting("BATCH_SIZE")
-    mapped_legacy = set(role_map())
-    mapped_casbin = set(reverse_role_map())
-    counts: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
-
-    def batches(read):
-        cursor = None
-        while True:
-            rows, cursor, count = read(selection, cursor, batch_size)
-            if cursor is None:
-                return
-            yield rows
-            if count < batch_size:
-                return
-
-    for rows in batches(read_legacy):
-        for row in rows:
-            if row.role not in mapped_legacy:
-                continue
-            if row.course_id:
-                org = try_org_of(row.course_id)
-                if org:
-                    counts[(org, normalize_course_key(row.course_id))][0] += 1
-            elif row.org:
-                counts[(row.org, None)][0] += 1
-    for rows in batches(read_casbin):
-        for row in rows:
-            parsed = parse_scope(row.v2)
-            role = strip_namespace(row.v1, ROLE_NAMESPACE)
-            if parsed and role in mapped_casbin and not any(row.extra):
-                counts[parsed][1] += 1
-
+    limit = get_setting("METADATA_LIST_LIMIT")
     report = Report()
-    keys = sorted(counts, key=lambda k: (k[0], k[1] or ""))
-    for start in range(0, len(keys), batch_size):
-        chunk = keys[start : start + batch_size]
-        snapshot = FlagSnapshot({org for org, _ in chunk}, {c for _, c in chunk if c})
-        for org, course in chunk:
-            legacy_rows, casbin_rows = counts[(org, course)]
-            report.placements[(org, course)] = Placement(
-                org, course, snapshot.state(org, course), legacy_rows, casbin_rows
-            )
+    counts: dict[tuple[str, str | None], list] = defaultdict(lambda: [0, 0, False])
+    for side, read, classify in (
+        (0, read_legacy, placement.legacy_verdicts),
+        (1, read_casbin, placement.casbin_verdicts),
+    ):
+        for rows in _batches(read, selection, batch_size):
+            decide = placement.flags_of(rows)
+            for row, verdict in zip(rows, classify(rows, decide), strict=True):
+                if verdict.kind == placement.CANNOT_MOVE:
+                    report._add_problem(verdict.reason, row, limit)
+                elif verdict.kind in (placement.MOVES, placement.STAYS):
+                    entry = counts[(verdict.org, verdict.course)]
+                    entry[side] += 1
+                    entry[2] = bool(decide(verdict.org, verdict.course))
+    for (org, course), (legacy_rows, casbin_rows, enabled) in sorted(
+        counts.items(), key=lambda item: (item[0][0], item[0][1] or "")
+    ):
+        report.placements[(org, course)] = Placement(org, course, enabled, legacy_rows, casbin_rows)
     return report

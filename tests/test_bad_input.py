@@ -101,10 +101,6 @@ def only(outcomes: list):
     return outcome
 
 
-def drift_scopes() -> set[str]:
-    return {p.scope for p in api.verify_scope(everything=True)}
-
-
 def runs() -> list[MigrationRun]:
     return list(MigrationRun.objects.order_by("id"))
 
@@ -126,7 +122,6 @@ class LegacyCase:
     role: str
     outcome: str  # MOVED, NOT_MIGRATED, or the reason it could not move
     casbin_scope: str = ""  # the v2 written for MOVED (without "course-v1^")
-    verify_reports: bool = False  # still listed by verify after the sync
 
 
 LEGACY_CASES = [
@@ -144,18 +139,17 @@ LEGACY_CASES = [
     LegacyCase("library-key", "OrgA", "library-v1:OrgA+L1", "staff", NOT_MIGRATED),
     LegacyCase("malformed-unmapped", "OrgA", "course-v1:OrgA+C1", "finance_admin", NOT_MIGRATED),
     # Org-wide roles (blank course) whose org cannot be part of a course key.
-    LegacyCase("org-percent", "Org%", "", "staff", "invalid_org", verify_reports=True),
+    LegacyCase("org-percent", "Org%", "", "staff", "invalid_org"),
     LegacyCase("org-underscore-wildcard", "Org_", "", "staff", MOVED, "course-v1:Org_+*"),
-    LegacyCase("org-plus", "Org+A", "", "staff", "invalid_org", verify_reports=True),
-    LegacyCase("org-caret", "Org^A", "", "staff", "invalid_org", verify_reports=True),
-    LegacyCase("org-space", "Org A", "", "staff", "invalid_org", verify_reports=True),
+    LegacyCase("org-plus", "Org+A", "", "staff", "invalid_org"),
+    LegacyCase("org-caret", "Org^A", "", "staff", "invalid_org"),
+    LegacyCase("org-space", "Org A", "", "staff", "invalid_org"),
     LegacyCase(
         "org-sql-quote",
         "Org'; DROP TABLE casbin_rule; --",
         "",
         "staff",
         "invalid_org",
-        verify_reports=True,
     ),
     LegacyCase("no-scope", "", "", "staff", "no_scope"),
     LegacyCase("no-scope-unmapped", "", "", "course_creator_group", NOT_MIGRATED),
@@ -165,8 +159,8 @@ LEGACY_CASES = [
     LegacyCase("role-trailing-space", "OrgA", "course-v1:OrgA+C1+R", "staff ", NOT_MIGRATED),
     # Column lengths: casbin_rule.v2 holds 255 characters, "course-v1^" takes 10 of them.
     LegacyCase("key-245-fits", "OrgL", long_key(245), "staff", MOVED, long_key(245)),
-    LegacyCase("key-246", "OrgL", long_key(246), "staff", "value_too_long", verify_reports=True),
-    LegacyCase("key-255", "OrgL", long_key(255), "staff", "value_too_long", verify_reports=True),
+    LegacyCase("key-246", "OrgL", long_key(246), "staff", "value_too_long"),
+    LegacyCase("key-255", "OrgL", long_key(255), "staff", "value_too_long"),
     LegacyCase("org-64", "O" * 64, "", "staff", MOVED, f"course-v1:{'O' * 64}+*"),
     # Unusual but valid: edx-opaque-keys allows Unicode letters, "_", ".", "-", "~", ":".
     LegacyCase(
@@ -231,7 +225,12 @@ def test_legacy_row(case, people):
         assert legacy_rows() == {bad_row}
         assert casbin_rows() == {good_target}
     assert MigrationRun.objects.get(pk=forward.run.pk).status == forward.status
-    assert bool(drift_scopes()) == case.verify_reports
+    # verify agrees with the sync: nothing a re-run would move, and the row that cannot
+    # move listed under its reason (issue 15).
+    report = api.verify(everything=True)
+    assert report.drift == []
+    expected = {case.outcome: 1} if case.outcome not in (MOVED, NOT_MIGRATED) else {}
+    assert dict(report.cannot_move) == expected
 
     # Round trip: everything comes back exactly as it was.
     set_global_flag(False)
@@ -564,8 +563,9 @@ def test_course_override_for_a_key_too_long_for_casbin_reports_the_rows(people):
     assert outcome.metadata["could_not_move"]["value_too_long"]["count"] == 1
     assert outcome.run.scope_key == key  # the run's scope_key column holds 255 characters
     assert legacy_rows() == {("alice", "OrgL", key, "staff")}
-    assert flags.is_authz_enabled(key)  # the flag change stands; verify names the course
-    assert drift_scopes() == {key}
+    assert flags.is_authz_enabled(key)  # the flag change stands; verify names the row
+    report = api.verify(everything=True)
+    assert (report.drift, dict(report.cannot_move)) == ([], {"value_too_long": 1})
 
 
 # --- 5. invalid keys at the API and the command -----------------------------------------------
@@ -793,4 +793,7 @@ def test_legacy_row_of_a_deleted_user_stays_as_user_missing(host_table, make_use
         (orphan.pk, gone_id, "instructor")
     ]
     assert casbin_rows() == {g("alice", "course_staff", C1)}
-    assert drift_scopes() == {C1}  # verify keeps naming the course until someone cleans up
+    # verify names the row under its reason until someone cleans up; no sync moves it
+    report = api.verify(everything=True)
+    assert (report.drift, dict(report.cannot_move)) == ([], {"user_missing": 1})
+    assert report.cannot_move_rows["user_missing"] == [problem]

@@ -472,9 +472,9 @@ def test_json_reports_the_exit_code_of_an_incomplete_run(people, grant, global_f
     grant(people["alice"], A1)
     grant(people["alice"], BAD_KEY)
     result = run("sync", "--org", "OrgA", "--json")
-    assert result.code == 4
+    assert result.code == 6
     document = json.loads(result.out)
-    assert document["exit_code"] == 4
+    assert document["exit_code"] == 6
     assert document["statuses"] == {"partial_success": 1}
     assert document["scopes"][0]["could_not_move"] == {"malformed_course_key": 1}
 
@@ -673,7 +673,7 @@ def test_verify_json_when_clean(mixed):
     assert run("sync", "--all").code == 0
     result = run("verify", "--all", "--json")
     assert result.code == 0, result.text
-    assert json.loads(result.out) == {"drift": [], "warnings": []}
+    assert json.loads(result.out) == {"drift": [], "cannot_move": {}, "warnings": []}
 
 
 def test_verify_ignores_roles_outside_the_role_map(people, grant, course_override):
@@ -852,8 +852,8 @@ def test_row_that_cannot_move_makes_the_run_partial(people, grant, global_flag):
     grant(people["bob"], A2, "instructor")
     grant(people["carol"], BAD_KEY)
     result = run("sync", "--org", "OrgA")
-    assert result.code == 4
-    assert "incomplete" in result.message
+    assert result.code == 6
+    assert "no re-run moves them" in result.message
     row = result.out.splitlines()[2]
     assert "malformed_course_key: 1" in row
     assert "Moved 2 role rows." in result.out
@@ -865,8 +865,12 @@ def test_row_that_cannot_move_makes_the_run_partial(people, grant, global_flag):
     (run_,) = runs()
     assert run_.status == "partial_success"
     assert run_.metadata["could_not_move"]["malformed_course_key"]["rows"][0]["scope"] == BAD_KEY
-    # Re-running cannot fix the key: still incomplete, nothing else moves.
-    assert run("sync", "--org", "OrgA").code == 4
+    # Re-running cannot fix the key, and the exit code says so (6, not 4 "re-run"); verify
+    # names the row and its reason (it used to say "in step").
+    assert run("sync", "--org", "OrgA").code == 6
+    check = run("verify", "--org", "OrgA")
+    assert check.code == 6, check.text
+    assert "malformed_course_key (1)" in check.out
 
 
 def test_failed_move_exits_1_and_leaves_role_data_unchanged(mixed, monkeypatch):
@@ -1089,7 +1093,7 @@ def test_a_dry_run_that_would_be_incomplete_never_points_to_runs(people, grant, 
     grant(people["alice"], A1)
     grant(people["carol"], BAD_KEY)
     result = run("sync", "--all", "--dry-run")
-    assert result.code == 4
+    assert result.code == 6
     assert result.message == (
         "a real run would be incomplete: 1 row(s) could not move (reasons in the summary); "
         "the dry run wrote nothing"
@@ -1097,8 +1101,8 @@ def test_a_dry_run_that_would_be_incomplete_never_points_to_runs(people, grant, 
     assert "see the runs" not in result.text
     assert runs() == []
     real = run("sync", "--all")
-    assert real.code == 4
-    assert "authz_migrate status --status partial_success" in real.message
+    assert real.code == 6
+    assert "authz_migrate verify" in real.message
 
 
 def test_verbosity_0_prints_only_errors_and_2_each_batch(people, grant, global_flag):

@@ -78,15 +78,19 @@ class OverrideActionsMixin:
         courses, orgs = self.selected_scopes(request, queryset)
         if not courses and not orgs:
             return
-        drift = {(p.org, p.course): p for p in api.verify_scope(courses=courses, orgs=orgs)}
+        report = api.verify(courses=courses, orgs=orgs)
+        drift = {(p.org, p.course): p for p in report.drift}
         names = ", ".join([*courses, *orgs])
+        if report.cannot_move:
+            self.message_user(request, _stuck_message(report), messages.ERROR)
         if not drift:
-            self.message_user(
-                request,
-                _("No drift: every role of %(scopes)s sits in the system its flag points to.")
-                % {"scopes": names},
-                messages.SUCCESS,
-            )
+            if not report.cannot_move:
+                self.message_user(
+                    request,
+                    _("No drift: every role of %(scopes)s sits in the system its flag points to.")
+                    % {"scopes": names},
+                    messages.SUCCESS,
+                )
             return
         placements = sorted(drift.values(), key=lambda p: (p.org, p.course or ""))
         items = [
@@ -188,3 +192,28 @@ class OverrideActionsMixin:
             reason=outcome.metadata.get("reason", ""),
         )
         self.message_user(request, message, level)
+
+
+def _stuck_message(report):
+    """Rows that belong in the other system but cannot move, by reason: no sync moves them."""
+    items = [
+        (
+            reason,
+            count,
+            ", ".join(
+                f"#{row['id']} {row.get('scope', '')}" for row in report.cannot_move_rows[reason]
+            ),
+        )
+        for reason, count in sorted(report.cannot_move.items())
+    ]
+    return format_html(
+        "{} {}{}",
+        ngettext(
+            "%(count)d role row cannot move:",
+            "%(count)d role rows cannot move:",
+            sum(report.cannot_move.values()),
+        )
+        % {"count": sum(report.cannot_move.values())},
+        _("no sync moves them; fix or remove these rows (details: authz_migrate verify)."),
+        format_html_join("", "<br>• {} ({}): {}", items),
+    )

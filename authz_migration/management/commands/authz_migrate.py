@@ -6,8 +6,10 @@ Exit codes:
   2    bad input (unknown subcommand or option, malformed course key or org, a number out
        of range); nothing was read or written
   3    refused: the move contradicts the effective flag (use --force), or not confirmed
-  4    incomplete: rows could not move (partial_success) or a scope was busy (skipped); re-run
-  5    verify: rows sit in the wrong system
+  4    incomplete: a scope was busy with another run (skipped); run the same command again
+  5    verify: rows sit in the wrong system; sync moves them
+  6    rows that belong in the other system cannot move (partial_success; verify lists
+       them by reason); no re-run moves them: fix the rows
   130  interrupted (Ctrl-C) after finishing the current batch; re-run to continue
 """
 
@@ -30,10 +32,11 @@ from django.core.management.base import (
 from authz_migration import api
 from authz_migration.enforcer import watcher_only
 from authz_migration.models import MigrationRun, scope_label
+from authz_migration.placement import REASONS
 from authz_migration.reporting import Progress, Summary, describe_outcome
 from authz_migration.roles import InvalidCourseKey, InvalidOrg, normalize_course_key, validate_org
 
-EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_DRIFT = 1, 2, 3, 4, 5
+EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_DRIFT, EXIT_STUCK = 1, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130
 
 # Upper bounds of the numeric options: beyond them a value is a typo, not a plan (a batch is
@@ -168,7 +171,11 @@ class Command(BaseCommand):
             ("sync", "move every selected scope's roles to the system its effective flag names"),
             ("forward", "move selected roles to Casbin (refused against the flag unless --force)"),
             ("rollback", "move selected roles to the legacy table (same refusal)"),
-            ("verify", "list scopes whose roles sit in the wrong system (exit 5 if any)"),
+            (
+                "verify",
+                "list scopes whose roles sit in the wrong system (exit 5) and rows that "
+                "cannot move (exit 6)",
+            ),
             ("status", "list recent runs, newest first (what moved, when, by whom)"),
         ):
             sub = actions.add_parser(
@@ -420,36 +427,35 @@ class Command(BaseCommand):
             return EXIT_INTERRUPTED
         if summary.statuses[MigrationRun.Status.FAILED]:
             return EXIT_FAILED
-        if (
-            summary.statuses[MigrationRun.Status.SKIPPED]
-            or summary.statuses[MigrationRun.Status.PARTIAL_SUCCESS]
-        ):
+        # A busy scope is what a re-run can fix; rows that cannot move are not.
+        if summary.statuses[MigrationRun.Status.SKIPPED]:
             return EXIT_INCOMPLETE
+        if summary.statuses[MigrationRun.Status.PARTIAL_SUCCESS]:
+            return EXIT_STUCK
         return 0
 
     def _verify(self, courses, orgs, everything, options):
-        drift = api.verify_scope(courses=courses, orgs=orgs, everything=everything)
+        report = api.verify(courses=courses, orgs=orgs, everything=everything)
+        drift = report.drift
         if options["json"]:
-            self.stdout.write(
-                json.dumps(
-                    {
-                        "drift": [
-                            {
-                                "scope": p.scope,
-                                "org": p.org,
-                                "course": p.course,
-                                "flag": "casbin" if p.authz_enabled else "legacy",
-                                "legacy_rows": p.legacy_rows,
-                                "casbin_rows": p.casbin_rows,
-                            }
-                            for p in drift
-                        ],
-                        "warnings": self.warnings,
-                    },
-                    indent=2,
-                )
+            self.stdout.write(json.dumps(_verify_document(report, self.warnings), indent=2))
+        else:
+            self._print_verify(report)
+        if drift:
+            raise CommandError(
+                "drift found; `authz_migrate sync` with the same selection moves these roles",
+                returncode=EXIT_DRIFT,
             )
-        elif drift:
+        if report.cannot_move:
+            raise CommandError(
+                "rows that cannot move remain; no sync moves them: fix or remove the rows "
+                "listed above, then verify again",
+                returncode=EXIT_STUCK,
+            )
+
+    def _print_verify(self, report) -> None:
+        drift = report.drift
+        if drift:
             self._say(1, f"{len(drift)} scope(s) with roles in the wrong system:")
             for p in drift:
                 where = "Casbin" if p.authz_enabled else "legacy"
@@ -458,13 +464,17 @@ class Command(BaseCommand):
                     f"  {p.scope}: flag says {where}; {p.legacy_rows} legacy "
                     f"row(s), {p.casbin_rows} Casbin row(s)",
                 )
-        else:
+        if report.cannot_move:
+            total = sum(report.cannot_move.values())
+            self._say(1, f"{total} row(s) belong in the other system but cannot move:")
+            for reason, count in sorted(report.cannot_move.items()):
+                sample = ", ".join(
+                    f"#{row['id']} {row.get('scope', '')}"
+                    for row in report.cannot_move_rows[reason]
+                )
+                self._say(1, f"  {reason} ({count}): {REASONS.get(reason, reason)}; {sample}")
+        if not drift and not report.cannot_move:
             self._say(1, "Every selected scope is in step with its flag.")
-        if drift:
-            raise CommandError(
-                "drift found; `authz_migrate sync` with the same selection moves these roles",
-                returncode=EXIT_DRIFT,
-            )
 
     def _status(self, options):
         runs = MigrationRun.objects.select_related("triggered_by").order_by("-created_at", "-id")
@@ -505,6 +515,31 @@ class Command(BaseCommand):
             )
 
 
+def _verify_document(report, warnings) -> dict:
+    return {
+        "drift": [
+            {
+                "scope": p.scope,
+                "org": p.org,
+                "course": p.course,
+                "flag": "casbin" if p.authz_enabled else "legacy",
+                "legacy_rows": p.legacy_rows,
+                "casbin_rows": p.casbin_rows,
+            }
+            for p in report.drift
+        ],
+        "cannot_move": {
+            reason: {
+                "count": count,
+                "description": REASONS.get(reason, reason),
+                "rows": report.cannot_move_rows[reason],
+            }
+            for reason, count in sorted(report.cannot_move.items())
+        },
+        "warnings": warnings,
+    }
+
+
 def _exit_text(code: int, summary: Summary, dry_run: bool) -> str:
     """The last line of a command that did not finish cleanly: what happened, what next."""
     if code == EXIT_FAILED:
@@ -524,12 +559,12 @@ def _exit_text(code: int, summary: Summary, dry_run: bool) -> str:
     if stuck:
         parts.append(
             f"{stuck} row(s) could not move and stayed where they were (which and why: "
-            "authz_migrate status --status partial_success, then the run's page in the "
-            "admin); fix them, then run the same command again"
+            "authz_migrate verify with the same selection, or the run's page in the admin); "
+            "no re-run moves them: fix or remove those rows"
         )
     if busy:
         parts.append("a scope was busy with another run; run the same command again")
-    return f"incomplete: {'; '.join(parts)}"
+    return f"{'incomplete' if busy else 'done but for rows that cannot move'}: {'; '.join(parts)}"
 
 
 class _StopFlag:
