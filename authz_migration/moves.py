@@ -268,7 +268,7 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
         dry_run=dry_run,
         insert=insert_legacy,
         reread=lambda keys: existing_legacy(keys)[0],
-        delete=delete_casbin,
+        delete=lambda rows: delete_casbin([row.pk for row in rows]),
         scope=lambda row, target: row.v2,
         in_key_order=True,
     )
@@ -316,6 +316,6 @@ def _write_then_delete(
         for row, target in planned:
             if target not in confirmed:
                 result.problem(TARGET_NOT_CONFIRMED, {"id": row.pk, "scope": scope(row, target)})
-    result.moved = delete([row.pk for row, _ in moved])
+    result.moved = delete([row for row, _ in moved])
     result.created = len(created)
     return moved, created
