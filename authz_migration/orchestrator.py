@@ -250,7 +250,7 @@ def _snapshot_for(rows: list, legacy: bool) -> flags.FlagSnapshot:
 
 # A run that owns its transaction is retried this many times when the database picks it
 # as a deadlock victim. Moves of different orgs are built not to deadlock with each other
-# (docs/decisions/0010); the retry covers what the app does not control, such as a host
+# (docs/decisions/0011); the retry covers what the app does not control, such as a host
 # writing role rows in another order. A run inside the caller's transaction (an override
 # save) cannot be retried here: the error reaches the caller.
 DEADLOCK_RETRIES = 3
