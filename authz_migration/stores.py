@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -248,7 +249,7 @@ def delete_legacy(rows: list[LegacyRow]) -> int:
     model = legacy_role_model()
     pks = [row.pk for row in rows]
     connection = connections[router.db_for_write(model)]
-    if rows and connection.vendor == "mysql":
+    if rows and connection.vendor == "mysql" and _has_json_table(connection):
         key = _unique_key(connection, model)
         if key is not None:
             deleted = _mysql_delete_in_key_order(connection, model, key, rows)
@@ -267,7 +268,7 @@ def _delete_pks(model, pks: list[int]) -> int:
     table = connection.ops.quote_name(model._meta.db_table)
     column = connection.ops.quote_name(model._meta.pk.column)
     with connection.cursor() as cursor:
-        if connection.vendor == "mysql":
+        if connection.vendor == "mysql" and _has_json_table(connection):
             cursor.execute(_pk_lookup_delete_sql(connection, model), [_pk_param(pks)])
         else:
             in_pks = _in_sql(connection, model._meta.pk, pks)
@@ -276,6 +277,34 @@ def _delete_pks(model, pks: list[int]) -> int:
                 _in_params(connection, pks),
             )
         return cursor.rowcount
+
+
+# Whether the server has JSON_TABLE (MariaDB 10.6, MySQL 8.0.4), learned once per process and
+# database alias; older servers keep ``WHERE id IN (...)``.
+_JSON_TABLE: dict[str, bool] = {}
+
+
+def _has_json_table(connection) -> bool:
+    if connection.alias not in _JSON_TABLE:
+        with _side_cursor(connection) as cursor:
+            cursor.execute("SELECT VERSION()")
+            [(version,)] = cursor.fetchall()
+        numbers = tuple(int(part) for part in version.split("-", 1)[0].split(".")[:3])
+        minimum = (10, 6, 0) if "mariadb" in version.lower() else (8, 0, 4)
+        _JSON_TABLE[connection.alias] = numbers >= minimum
+    return _JSON_TABLE[connection.alias]
+
+
+@contextmanager
+def _side_cursor(connection):
+    """A cursor on a short-lived second connection, for catalog queries: never inside a
+    move's transaction, never counted among its queries."""
+    side = connections.create_connection(connection.alias)
+    try:
+        with side.cursor() as cursor:
+            yield cursor
+    finally:
+        side.close()
 
 
 # The legacy table's unique key on MariaDB/MySQL, learned once per process: (alias, table) ->
@@ -292,23 +321,20 @@ def _unique_key(connection, model) -> dict | None:
     cache_key = (connection.alias, table)
     if cache_key not in _UNIQUE_KEYS:
         columns = {name: _column(model, name) for name in LEGACY_KEY_FIELDS}
-        side = connections.create_connection(connection.alias)
-        try:
-            with side.cursor() as cursor:
-                cursor.execute(
-                    "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.COLLATION_NAME "
-                    "FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c "
-                    "ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
-                    "AND c.COLUMN_NAME = s.COLUMN_NAME "
-                    "WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = %s "
-                    "AND s.NON_UNIQUE = 0 ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
-                    [table],
-                )
-                indexes: dict[str, list] = {}
-                for index, column, collation in cursor.fetchall():
-                    indexes.setdefault(index, []).append((column, collation))
-        finally:
-            side.close()
+        with _side_cursor(connection) as cursor:
+            cursor.execute(
+                "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.COLLATION_NAME "
+                "FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c "
+                "ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+                "AND c.COLUMN_NAME = s.COLUMN_NAME "
+                "WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = %s "
+                "AND s.NON_UNIQUE = 0 ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+                [table],
+            )
+            rows = cursor.fetchall()
+        indexes: dict[str, list] = {}
+        for index, column, collation in rows:
+            indexes.setdefault(index, []).append((column, collation))
         found = None
         for index_columns in indexes.values():
             if {column for column, _ in index_columns} == set(columns.values()):

@@ -147,3 +147,19 @@ def test_a_legacy_table_without_the_unique_key_is_deleted_by_primary_key(monkeyp
     rows = org_rows("Org0")
     assert stores.delete_legacy(rows) == len(rows)
     assert not model.objects.exists()
+
+
+def test_a_server_without_json_table_deletes_with_an_in_list(monkeypatch):
+    """MariaDB before 10.6 and MySQL before 8.0.4 have no JSON_TABLE: the moves keep working
+    there with the statement they used before."""
+    from django.test.utils import CaptureQueriesContext
+
+    seed_legacy_rows(1, 2, 5)
+    model = legacy_role_model()
+    monkeypatch.setitem(stores._JSON_TABLE, connection.alias, False)
+    rows = org_rows("Org0")
+    with CaptureQueriesContext(connection) as ctx:
+        assert stores.delete_legacy(rows) == len(rows)
+    [delete] = [q["sql"] for q in ctx.captured_queries]
+    assert "JSON_TABLE" not in delete and " IN (" in delete
+    assert not model.objects.exists()
