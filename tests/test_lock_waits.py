@@ -169,7 +169,7 @@ def run_beside(move: HeldMove, name: str, target, *args) -> None:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("direction", ["forward", "rollback"])
-def test_another_org_does_not_wait_during_a_large_org_move(population, direction):
+def test_another_org_does_not_wait_during_a_large_org_move(server_db, population, direction):
     users = population(big_in_casbin=direction == "rollback")
     move = HeldMove("on" if direction == "forward" else "off")
     with override_settings(AUTHZ_MIGRATION_AUTOMATIC=True):
