@@ -263,8 +263,6 @@ def execute(move: Move, **options: Any) -> Outcome:
     attempt = 0
     while True:
         retry = own_transaction and attempt < DEADLOCK_RETRIES
-        if own_transaction:
-            _read_committed_next(connection)
         try:
             return _execute(move, raise_deadlock=retry, **options)
         except DatabaseError as exc:
@@ -331,6 +329,9 @@ def _execute(
     org_keys = [guard.org_lock_key(move.lock_org)] if move.lock_org else []
     if not wait:
         guard.ensure_lock_rows([guard.INSTANCE, *org_keys], using=using)
+    # Right before the transaction begins: in autocommit every statement is a transaction of
+    # its own, and the level set applies to the next one.
+    _read_committed_next(connections[using])
     # No savepoint of its own: an error outside the move (taking the lock, recording the run)
     # must abort the caller's transaction too, e.g. the override save it serves.
     with transaction.atomic(using=using, savepoint=False):

@@ -69,6 +69,18 @@ def test_an_api_move_runs_at_read_committed(mariadb, repeatable_read_connection,
         assert cursor.fetchone()[0] == "REPEATABLE-READ"
 
 
+def test_a_sync_that_creates_lock_rows_first_runs_at_read_committed(
+    mariadb, repeatable_read_connection, levels_seen, org_override
+):
+    """``sync_org`` does not wait for a busy scope: it creates missing lock rows in autocommit
+    before its transaction begins, and the level must still reach that transaction."""
+    seed_legacy("OrgA", 2, make_users("iso", 3))
+    org_override("OrgA", "on")
+    [outcome] = api.sync_org("OrgA")
+    assert outcome.moved == 10
+    assert levels_seen == ["READ COMMITTED"]
+
+
 def test_inside_a_caller_transaction_the_level_is_the_callers(
     mariadb, repeatable_read_connection, levels_seen
 ):
