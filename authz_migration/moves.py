@@ -89,7 +89,7 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         dry_run=dry_run,
         insert=insert_casbin,
         reread=existing_casbin,
-        delete=lambda sources: delete_legacy([row.pk for row in sources]),
+        delete=delete_legacy,
         scope=lambda row, target: target[2],
     )
     if moved:

@@ -230,9 +230,10 @@ class _Decider:
 
 
 # A run that owns its transaction is retried this many times when the database picks it
-# as a deadlock victim (rows of one user in two orgs sit side by side in the legacy table's
-# unique index, so two moves in different orgs can meet there). A run inside the caller's
-# transaction (an override save) cannot be retried here: the error reaches the caller.
+# as a deadlock victim. Moves of different orgs are built not to deadlock with each other
+# (docs/decisions/0011); the retry covers what the app does not control, such as a host
+# writing role rows in another order. A run inside the caller's transaction (an override
+# save) cannot be retried here: the error reaches the caller.
 DEADLOCK_RETRIES = 3
 
 
@@ -251,6 +252,22 @@ def execute(move: Move, **options: Any) -> Outcome:
         attempt += 1
         logger.warning("authz_migration: %s was a deadlock victim; retrying", move.describe())
         time.sleep(0.05 * attempt)
+
+
+def _read_committed_next(connection) -> None:
+    """Run the next transaction of ``connection`` at READ COMMITTED on MariaDB/MySQL when the
+    connection is configured for another level (Django's default there is READ COMMITTED:
+    then nothing is sent). Under REPEATABLE READ, InnoDB adds gap locks to locking reads that
+    are not unique-key lookups, and the decider would read from a snapshot (see
+    docs/decisions/0007). Only a transaction the app begins itself can be set: a level set
+    inside a transaction applies to the next one."""
+    if connection.vendor != "mysql" or connection.in_atomic_block:
+        return
+    connection.ensure_connection()
+    # Django's own setting for the connection; empty means the server's default.
+    if (getattr(connection, "isolation_level", None) or "").lower() != "read committed":
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
 def _execute(
@@ -293,6 +310,9 @@ def _execute(
     org_keys = [guard.org_lock_key(move.lock_org)] if move.lock_org else []
     if not wait:
         guard.ensure_lock_rows([guard.INSTANCE, *org_keys], using=using)
+    # Right before the transaction begins: in autocommit every statement is a transaction of
+    # its own, and the level set applies to the next one.
+    _read_committed_next(connections[using])
     # No savepoint of its own: an error outside the move (taking the lock, recording the run)
     # must abort the caller's transaction too, e.g. the override save it serves.
     with transaction.atomic(using=using, savepoint=False):

@@ -9,8 +9,10 @@ collection is done, and the ORM's per-value preparation would cost more than the
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -238,8 +240,25 @@ def insert_legacy(keys: list[LegacyKey]) -> int:
     return _insert_rows(legacy_role_model(), ("user", "org", "course_id", "role"), keys)
 
 
-def delete_legacy(pks: list[int]) -> int:
-    return _delete_pks(legacy_role_model(), pks)
+def delete_legacy(rows: list[LegacyRow]) -> int:
+    """Delete these legacy rows (by primary key); returns how many the database deleted.
+
+    On MariaDB and MySQL the rows are locked in the order of the table's unique key (user,
+    org, course_id, role) through that key, rather than in primary-key order: see
+    :func:`_mysql_delete_in_key_order`."""
+    model = legacy_role_model()
+    pks = [row.pk for row in rows]
+    connection = connections[router.db_for_write(model)]
+    if rows and connection.vendor == "mysql" and _has_json_table(connection):
+        key = _unique_key(connection, model)
+        if key is not None:
+            deleted = _mysql_delete_in_key_order(connection, model, key, rows)
+            if deleted == len(rows):
+                return deleted
+            # A row the key join cannot find as read (a NULL course key read as blank):
+            # the rest go by primary key; the rows already deleted match nothing there.
+            return deleted + _delete_pks(model, pks)
+    return _delete_pks(model, pks)
 
 
 def _delete_pks(model, pks: list[int]) -> int:
@@ -248,13 +267,168 @@ def _delete_pks(model, pks: list[int]) -> int:
     connection = connections[router.db_for_write(model)]
     table = connection.ops.quote_name(model._meta.db_table)
     column = connection.ops.quote_name(model._meta.pk.column)
-    in_pks = _in_sql(connection, model._meta.pk, pks)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {table} WHERE {column} {in_pks}",  # noqa: S608 (identifiers only)
-            _in_params(connection, pks),
-        )
+        if connection.vendor == "mysql" and _has_json_table(connection):
+            cursor.execute(_pk_lookup_delete_sql(connection, model), [_pk_param(pks)])
+        else:
+            in_pks = _in_sql(connection, model._meta.pk, pks)
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {column} {in_pks}",  # noqa: S608 (identifiers only)
+                _in_params(connection, pks),
+            )
         return cursor.rowcount
+
+
+# Whether the server has JSON_TABLE (MariaDB 10.6, MySQL 8.0.4), learned once per process and
+# database alias; older servers keep ``WHERE id IN (...)``.
+_JSON_TABLE: dict[str, bool] = {}
+
+
+def _has_json_table(connection) -> bool:
+    if connection.alias not in _JSON_TABLE:
+        with _side_cursor(connection) as cursor:
+            cursor.execute("SELECT VERSION()")
+            [(version,)] = cursor.fetchall()
+        numbers = tuple(int(part) for part in version.split("-", 1)[0].split(".")[:3])
+        minimum = (10, 6, 0) if "mariadb" in version.lower() else (8, 0, 4)
+        _JSON_TABLE[connection.alias] = numbers >= minimum
+    return _JSON_TABLE[connection.alias]
+
+
+@contextmanager
+def _side_cursor(connection):
+    """A cursor on a short-lived second connection, for catalog queries: never inside a
+    move's transaction, never counted among its queries."""
+    side = connections.create_connection(connection.alias)
+    try:
+        with side.cursor() as cursor:
+            yield cursor
+    finally:
+        side.close()
+
+
+# The legacy table's unique key on MariaDB/MySQL, learned once per process: (alias, table) ->
+# {field: (column, collation)}, or None when the table has no unique key on those columns.
+_UNIQUE_KEYS: dict[tuple[str, str], dict | None] = {}
+LEGACY_KEY_FIELDS = ("user", "org", "course_id", "role")
+
+
+def _unique_key(connection, model) -> dict | None:
+    """{field: (column, collation)} of the legacy table's unique key (user, org, course_id,
+    role), or None when the table has none. Asked once per process, on a short-lived second
+    connection: never inside a move's transaction, never counted among its queries."""
+    table = model._meta.db_table
+    cache_key = (connection.alias, table)
+    if cache_key not in _UNIQUE_KEYS:
+        columns = {name: _column(model, name) for name in LEGACY_KEY_FIELDS}
+        with _side_cursor(connection) as cursor:
+            cursor.execute(
+                "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.COLLATION_NAME "
+                "FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c "
+                "ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+                "AND c.COLUMN_NAME = s.COLUMN_NAME "
+                "WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = %s "
+                "AND s.NON_UNIQUE = 0 ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+                [table],
+            )
+            rows = cursor.fetchall()
+        indexes: dict[str, list] = {}
+        for index, column, collation in rows:
+            indexes.setdefault(index, []).append((column, collation))
+        found = None
+        for index_columns in indexes.values():
+            if {column for column, _ in index_columns} == set(columns.values()):
+                collations = dict(index_columns)
+                found = {name: (col, collations[col]) for name, col in columns.items()}
+        _UNIQUE_KEYS[cache_key] = found
+    return _UNIQUE_KEYS[cache_key]
+
+
+def _mysql_delete_in_key_order(connection, model, key: dict, rows: list[LegacyRow]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(_key_order_delete_sql(connection, model, key), [_key_order_param(rows)])
+        return cursor.rowcount
+
+
+def _key_order_delete_sql(connection, model, key: dict) -> str:
+    """A DELETE of legacy rows on MariaDB/MySQL that locks them in unique-key order (its one
+    parameter: :func:`_key_order_param`).
+
+    InnoDB checks an INSERT into a unique index against equal entries, including rows deleted
+    but not yet purged, and locks those and the next entry in the index (next-key, shared),
+    at every isolation level. The legacy key leads with the user, so the next entry can be
+    the same user's row in another org: a rollback inserting into org B can hold the lock on
+    the first row of org A that a forward move of org A is deleting. Both statements
+    therefore lock in key order (inserts are written in key order, see moves.py), so neither
+    can wait for the other while holding a lock the other needs: they may queue, never
+    deadlock. A DELETE by primary key would mark the index entries in primary-key order.
+
+    Access path: the rows come as one JSON parameter, read first (``STRAIGHT_JOIN``), and
+    each is looked up by the whole unique key (``eq_ref``, the only plan a full unique key
+    allows, whatever the statistics; tests/test_access_paths.py). Each key comes with its
+    primary key, compared as an expression (``+ 0``) so that it filters rather than offers
+    the primary key as a second access path. Values are compared in the key columns' own
+    collations, the row's values exactly as read."""
+    ops = connection.ops
+    table = ops.quote_name(model._meta.db_table)
+    pk = ops.quote_name(model._meta.pk.column)
+    columns = (
+        "pk BIGINT PATH '$[0]', uid BIGINT PATH '$[1]', "
+        f"o {_json_text_sql(connection, model, key, 'org')} PATH '$[2]', "
+        f"c {_json_text_sql(connection, model, key, 'course_id')} PATH '$[3]', "
+        f"r {_json_text_sql(connection, model, key, 'role')} PATH '$[4]'"
+    )
+    on = (
+        f"{table}.{ops.quote_name(key['user'][0])} = k.uid "
+        f"AND {table}.{ops.quote_name(key['org'][0])} = k.o "
+        f"AND {table}.{ops.quote_name(key['course_id'][0])} = k.c "
+        f"AND {table}.{ops.quote_name(key['role'][0])} = k.r"
+    )
+    return (
+        f"DELETE FROM {table} USING JSON_TABLE(%s, '$[*]' COLUMNS ({columns})) AS k "  # noqa: S608 (identifiers only)
+        f"STRAIGHT_JOIN {table} ON {on} WHERE {table}.{pk} + 0 = k.pk"
+    )
+
+
+def _json_text_sql(connection, model, key: dict, name: str) -> str:
+    """The type of a JSON_TABLE column holding ``name``'s values: the key column's own type,
+    character set and collation (catalog names, quoted as identifiers)."""
+    _, collation = key[name]
+    charset = collation.split("_", 1)[0]
+    return (
+        f"{_field(model, name).db_type(connection)} CHARACTER SET "
+        f"{connection.ops.quote_name(charset)} COLLATE {connection.ops.quote_name(collation)}"
+    )
+
+
+def _key_order_param(rows: list[LegacyRow]) -> str:
+    """The rows as a JSON array of [pk, user_id, org, course_id, role], in key order."""
+    ordered = sorted(rows, key=lambda row: (row.user_id, row.org, row.course_id, row.role))
+    return json.dumps([[row.pk, row.user_id, row.org, row.course_id, row.role] for row in ordered])
+
+
+def _pk_lookup_delete_sql(connection, model) -> str:
+    """A DELETE of exactly the primary keys given as one JSON array parameter (see
+    :func:`_pk_param`) that can only run as one primary-key lookup per key, on MariaDB and
+    MySQL.
+
+    ``DELETE ... WHERE id IN (...)`` is planned from the table's statistics: when the list is
+    a large share of a small table the optimizer scans the whole table (EXPLAIN type ALL),
+    and under InnoDB a scanning DELETE locks, or waits for, every row it reads, other orgs'
+    rows included: two moves of different orgs then deadlock (issue 14). Joined to the keys
+    as a table (``JSON_TABLE``, read first by ``STRAIGHT_JOIN``), the only access path left
+    to the table is ``eq_ref`` on its primary key, whatever the statistics say: the statement
+    locks the rows it deletes and nothing else (tests/test_access_paths.py)."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(model._meta.pk.column)
+    return (
+        f"DELETE FROM {table} USING JSON_TABLE(%s, '$[*]' COLUMNS (pk BIGINT PATH '$')) AS k "  # noqa: S608 (identifiers only)
+        f"STRAIGHT_JOIN {table} ON {table}.{column} = k.pk"
+    )
+
+
+def _pk_param(pks: list[int]) -> str:
+    return json.dumps([int(pk) for pk in pks])
 
 
 # Lists of thousands of values (a batch's keys) are written as SQL here rather than as ORM

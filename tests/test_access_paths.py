@@ -1,0 +1,165 @@
+"""The access paths of the moves' DELETEs on MariaDB, proved with EXPLAIN (issue 14).
+
+``DELETE ... WHERE id IN (...)`` is planned from statistics: with the list a large share of a
+small table MariaDB scans the whole table (EXPLAIN type ALL), and a scanning DELETE locks, or
+waits for, every row it reads, other orgs' rows included. The moves' DELETEs must look up each
+of their rows by a unique key, whatever the table's size and statistics: the small table, where
+the scan is cheapest, is the trap.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from authz_migration import stores
+from authz_migration.conf import legacy_role_model
+from tests.helpers import make_users
+
+# ANALYZE TABLE commits implicitly on MariaDB: these tests run outside a test transaction.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def mariadb_only():
+    if connection.vendor != "mysql":
+        pytest.skip("MariaDB/MySQL query plans")
+
+
+def seed_legacy_rows(orgs: int, courses: int, users: int) -> None:
+    people = make_users("ap", users)
+    model = legacy_role_model()
+    model.objects.bulk_create(
+        [
+            model(user=user, org=f"Org{o}", course_id=f"course-v1:Org{o}+C{c}+R", role="staff")
+            for o in range(orgs)
+            for c in range(courses)
+            for user in people
+        ],
+        batch_size=5000,
+    )
+    analyze(model._meta.db_table)
+
+
+def analyze(table: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE TABLE {connection.ops.quote_name(table)}")
+        cursor.fetchall()
+
+
+def explain(sql: str, params) -> list[dict]:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def org_rows(org: str) -> list[stores.LegacyRow]:
+    rows, _, _ = stores.read_legacy(stores.Selection(org=org), None, 10**6)
+    return rows
+
+
+def assert_lookups(plan: list[dict], table: str, key: str) -> None:
+    """The key list is read first, then ``table`` by one ``eq_ref`` lookup per key."""
+    assert [step["table"] for step in plan] == ["k", table], plan
+    [_, target] = plan
+    assert (target["type"], target["key"]) == ("eq_ref", key), plan
+
+
+# (orgs, courses, users): the org moved is Org0. Small tables where the org is all of the
+# table, a third of it or an eighth (the shape of issue 14), and a large one.
+SHAPES = {
+    "one org, 10 rows": (1, 2, 5),
+    "one org, 600 rows": (1, 30, 20),
+    "a third of 600 rows": (3, 10, 20),
+    "an eighth of 1,600 rows": (8, 10, 20),
+    "5,000 of 30,000 rows": (6, 100, 50),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_legacy_delete_looks_up_each_row_by_the_unique_key(shape):
+    seed_legacy_rows(*SHAPES[shape])
+    model = legacy_role_model()
+    rows = org_rows("Org0")[:5000]
+    key = stores._unique_key(connection, model)
+    assert key is not None
+
+    plan = explain(
+        stores._key_order_delete_sql(connection, model, key), [stores._key_order_param(rows)]
+    )
+
+    [unique] = [
+        name
+        for name, info in connection.introspection.get_constraints(
+            connection.cursor(), model._meta.db_table
+        ).items()
+        if info["unique"] and info["columns"] == ["user_id", "org", "course_id", "role"]
+    ]
+    assert_lookups(plan, model._meta.db_table, unique)
+    assert stores.delete_legacy(rows) == len(rows)
+    assert model.objects.filter(pk__in=[row.pk for row in rows]).count() == 0
+
+
+@pytest.mark.parametrize("rows, share", [(10, 1), (600, 1), (600, 3), (1600, 8), (30000, 6)])
+def test_casbin_delete_looks_up_each_row_by_primary_key(rows, share):
+    from casbin_adapter.models import CasbinRule
+
+    CasbinRule.objects.bulk_create(
+        [
+            CasbinRule(
+                ptype="g",
+                v0=f"user^u{i}",
+                v1="role^course_staff",
+                v2=f"course-v1^course-v1:Org{i % share}+C+R",
+            )
+            for i in range(rows)
+        ],
+        batch_size=5000,
+    )
+    analyze(CasbinRule._meta.db_table)
+    pks = list(
+        CasbinRule.objects.filter(v2="course-v1^course-v1:Org0+C+R").values_list("pk", flat=True)
+    )[:5000]
+
+    sql = stores._pk_lookup_delete_sql(connection, CasbinRule)
+    plan = explain(sql, [stores._pk_param(pks)])
+
+    assert_lookups(plan, CasbinRule._meta.db_table, "PRIMARY")
+    assert stores.delete_casbin(pks) == len(pks)
+
+
+def test_a_plain_in_list_delete_scans_a_small_table():
+    """The trap itself, so that the tests above keep meaning something: the statement the
+    moves used before scans the whole table here."""
+    seed_legacy_rows(1, 30, 20)
+    model = legacy_role_model()
+    pks = [row.pk for row in org_rows("Org0")]
+    table = connection.ops.quote_name(model._meta.db_table)
+    plan = explain(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", pks)
+    assert plan[0]["type"] == "ALL", plan
+
+
+def test_a_legacy_table_without_the_unique_key_is_deleted_by_primary_key(monkeypatch):
+    seed_legacy_rows(1, 2, 5)
+    model = legacy_role_model()
+    monkeypatch.setitem(stores._UNIQUE_KEYS, (connection.alias, model._meta.db_table), None)
+    rows = org_rows("Org0")
+    assert stores.delete_legacy(rows) == len(rows)
+    assert not model.objects.exists()
+
+
+def test_a_server_without_json_table_deletes_with_an_in_list(monkeypatch):
+    """MariaDB before 10.6 and MySQL before 8.0.4 have no JSON_TABLE: the moves keep working
+    there with the statement they used before."""
+    from django.test.utils import CaptureQueriesContext
+
+    seed_legacy_rows(1, 2, 5)
+    model = legacy_role_model()
+    monkeypatch.setitem(stores._JSON_TABLE, connection.alias, False)
+    rows = org_rows("Org0")
+    with CaptureQueriesContext(connection) as ctx:
+        assert stores.delete_legacy(rows) == len(rows)
+    [delete] = [q["sql"] for q in ctx.captured_queries]
+    assert "JSON_TABLE" not in delete and " IN (" in delete
+    assert not model.objects.exists()
