@@ -1,10 +1,11 @@
 """Helpers shared by the tests: the default role map written out, both role stores read as
 plain sets, Casbin rows written, role data seeded in bulk, threads with their own
-connection, lock rows made in the test's transaction."""
+connection and waits on their events, lock rows made in the test's transaction."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from django.contrib.auth import get_user_model
@@ -44,6 +45,22 @@ def in_thread(target, *args, **kwargs) -> tuple[threading.Thread, dict]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, box
+
+
+# How long a test waits for an event before it calls the wait a hang. Only a hung test gets
+# there: no outcome depends on how fast a machine is.
+SAFETY_NET = 300
+
+
+def wait_for(event: threading.Event, thread: threading.Thread, box: dict, what: str) -> None:
+    """Block until ``event`` is set by ``thread`` (from :func:`in_thread`); fail at once if the
+    thread ends without setting it (with the error it raised), or after :data:`SAFETY_NET`."""
+    deadline = time.monotonic() + SAFETY_NET
+    while not event.wait(0.05):
+        if not thread.is_alive() and not event.is_set():
+            raise AssertionError(f"{what}: the thread ended first ({box.get('error')!r})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {SAFETY_NET}s; the thread hangs")
 
 
 def lock_rows_in_test_transaction(monkeypatch) -> None:
