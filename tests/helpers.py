@@ -77,10 +77,22 @@ def lock_rows_in_test_transaction(monkeypatch) -> None:
     monkeypatch.setattr(guard, "ensure_lock_rows", ensure)
 
 
-def legacy_rows() -> set[tuple[int, str, str, str]]:
+def email_of(username: str) -> str:
+    """The email address the ``people`` fixture (conftest.py) gives a user. Its local part
+    is not the username, so a test can tell a leaked address from a username."""
+    return f"{username}.mail@example.org"
+
+
+def legacy_rows_by_user_id() -> set[tuple[int, str, str, str]]:
     """Every legacy row as (user_id, org, course_id, role)."""
     rows = legacy_role_model().objects.values_list("user_id", "org", "course_id", "role")
     return {(uid, org, str(course), role) for uid, org, course, role in rows}
+
+
+def legacy_rows_by_username() -> set[tuple[str, str, str, str]]:
+    """Every legacy row as (username, org, course_id, role)."""
+    rows = legacy_role_model().objects.values_list("user__username", "org", "course_id", "role")
+    return {(user, org, str(course), role) for user, org, course, role in rows}
 
 
 def legacy_count() -> int:
