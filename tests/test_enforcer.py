@@ -331,9 +331,7 @@ def test_a_watcher_outage_does_not_undo_the_move(loaded, roles_of_org, caplog):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_redis_watcher_with_redis_down_does_not_undo_the_move(
-    loaded, roles_of_org, capfd, record_property
-):
+def test_a_redis_watcher_with_redis_down_does_not_undo_the_move(loaded, roles_of_org, capfd):
     redis_watcher = pytest.importorskip("redis_watcher", reason="redis-watcher is not installed")
     with socket.socket() as s:  # a port nothing listens on: connections are refused
         s.bind(("127.0.0.1", 0))
@@ -342,16 +340,13 @@ def test_a_redis_watcher_with_redis_down_does_not_undo_the_move(
     options.host, options.port, options.channel = "127.0.0.1", port, f"authz-{uuid.uuid4()}"
     loaded.set_watcher(redis_watcher.new_publish_watcher(options))
 
-    started = time.monotonic()
+    # Not timed: redis-py's retries on a refused connection take what the machine makes them
+    # take; a publish that never returned would hang the test, which is the failure to see.
     run = move(forward=True)
-    elapsed = time.monotonic() - started
 
     assert run.status == MigrationRun.Status.COMPLETED
     assert (ALICE, STAFF, C1_DOMAIN) in casbin_triples()
     assert roles(loaded) == [STAFF]
-    # How long the refused publishes (redis-py's three retries) held the move up: recorded,
-    # not asserted, so that a busy machine cannot fail the test.
-    record_property("publish_to_refused_redis_s", round(elapsed, 3))
     # redis-watcher reports a failed publish on standard output, not through logging.
     assert "Casbin Redis Watcher error" in capfd.readouterr().out
 
