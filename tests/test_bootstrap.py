@@ -61,6 +61,28 @@ def test_missing_pkg_config_is_reported_not_installed(machine):
     assert "installing" not in done.stdout
 
 
+def test_as_root_it_installs_the_missing_packages_with_apt(machine, tmp_path):
+    """A fake apt-get records its calls; what it "installs" (a pkg-config that knows the
+    MySQL headers) is on PATH afterwards."""
+    bin_dir = Path(machine["PATH"])
+    log = tmp_path / "apt.log"
+    (bin_dir / "id").write_text('#!/bin/sh\n[ "$1" = -u ] && echo 0 || echo "uid=0(root)"\n')
+    (bin_dir / "apt-get").unlink(missing_ok=True)
+    (bin_dir / "apt-get").write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\n'
+        f'[ "$1" = install ] && printf "#!/bin/sh\\nexit 0\\n" > {bin_dir}/pkg-config'
+        f" && chmod +x {bin_dir}/pkg-config\nexit 0\n"
+    )
+    (bin_dir / "apt-get").chmod(0o755)
+    done = run([str(SCRIPT)], machine)
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == "update -q"
+    assert calls[1].startswith("install -y -q --no-install-recommends pkg-config")
+    assert "default-libmysqlclient-dev" in calls[1]
+    assert done.stdout.strip().splitlines()[-1].startswith("system packages: installed pkg-config")
+
+
 def test_the_opt_out_variable_keeps_apt_away(machine):
     machine["AUTHZ_NO_SYSTEM_PACKAGES"] = "1"
     done = run([str(SCRIPT)], machine)
