@@ -1,10 +1,10 @@
-"""Django settings for ``benchmarks/run.py``.
+"""Django settings for the benchmarks (``python -m benchmarks``).
 
-The database is chosen by ``AUTHZ_BENCH_DB`` (sqlite, postgres or mariadb), which ``run.py``
+The database is chosen by ``AUTHZ_BENCH_DB`` (sqlite, postgres or mariadb), which the CLI
 sets from ``--db``. The benchmark owns a dedicated database, ``authz_migration_bench`` by
 default (``AUTHZ_BENCH_DB_NAME``): it truncates and refills its tables, so never point it at a
 database holding anything you want to keep. On SQLite the database is a file whose path
-``run.py`` passes in ``AUTHZ_BENCH_SQLITE_PATH`` (a temporary directory by default).
+the CLI passes in ``AUTHZ_BENCH_SQLITE_PATH`` (a temporary directory by default).
 """
 
 import os

@@ -7,7 +7,10 @@
 # It creates .venv with "$PYTHON -m venv" (PYTHON defaults to python3) when it is missing,
 # and runs `pip install -e '.[<extras>]'` only when setup.cfg or pyproject.toml changed
 # since the last install of those extras (a sha256 stamp per extra lives in .venv).
-# It also defines authz_db_probe, the 3-second reachability check for the test servers.
+# authz_ensure_mysql_driver adds the MariaDB driver (the `mysql` extra, mysqlclient) when
+# this machine can build it, installing its system packages first when it may
+# (scripts/system-packages); authz_db_probe is the 3-second reachability check for the test
+# servers.
 
 AUTHZ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 AUTHZ_VENV="$AUTHZ_ROOT/.venv"
@@ -107,13 +110,40 @@ authz_ensure_venv() {
     _authz_say "pip install -e '$spec' (setup.cfg/pyproject.toml changed or first install)"
     if ! (cd "$AUTHZ_ROOT" && "$AUTHZ_VENV_PY" -m pip install --disable-pip-version-check \
             --quiet -e "$spec"); then
-        _authz_say "ERROR: pip install -e '$spec' failed (mysqlclient needs pkg-config," \
-            "default-libmysqlclient-dev, build-essential and the Python headers)"
+        _authz_say "ERROR: pip install -e '$spec' failed (see above)"
         return 1
     fi
     for extra in "${stale[@]}"; do
         printf '%s\n' "$hash" >"$AUTHZ_VENV/.install-stamp-$extra"
     done
+}
+
+# authz_ensure_mysql_driver: make MySQLdb importable in .venv, or say why it cannot be.
+# Returns 0 when the driver is there. Otherwise returns 1 and sets AUTHZ_MYSQL_DRIVER_PROBLEM
+# to one line saying why, and AUTHZ_MYSQL_MISSING_PACKAGES to the system packages to install
+# (empty when those are there and the build itself failed). Never runs apt when the driver
+# is already installed.
+AUTHZ_MYSQL_DRIVER_PROBLEM=""
+AUTHZ_MYSQL_MISSING_PACKAGES=""
+authz_ensure_mysql_driver() {
+    AUTHZ_MYSQL_DRIVER_PROBLEM=""
+    AUTHZ_MYSQL_MISSING_PACKAGES=""
+    if ! "$AUTHZ_VENV_PY" -c 'import MySQLdb' >/dev/null 2>&1; then
+        local out rc=0 last
+        out=$("$AUTHZ_ROOT/scripts/system-packages" 2>&1) || rc=$?
+        printf '%s\n' "$out" | sed 's/^/[packages] /' >&2
+        if [ $rc -ne 0 ]; then
+            last=$(printf '%s\n' "$out" | tail -n 1)
+            # "system packages: missing A B (why)"
+            AUTHZ_MYSQL_MISSING_PACKAGES=$(sed -n 's/^system packages: missing \([^(]*[^ (]\) (.*/\1/p' <<<"$last")
+            AUTHZ_MYSQL_DRIVER_PROBLEM="mysqlclient cannot be built: ${last#system packages: }"
+            return 1
+        fi
+    fi
+    if ! authz_ensure_venv mysql; then
+        AUTHZ_MYSQL_DRIVER_PROBLEM="pip install -e '.[mysql]' failed (see above)"
+        return 1
+    fi
 }
 
 # authz_db_host_port postgres|mariadb  -> "host:port", from the env vars tests/settings.py reads

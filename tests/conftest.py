@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from authz_migration.conf import course_override_model, legacy_role_model, org_override_model
+from tests.helpers import email_of
 
 FLAG = "authz.enable_course_authoring"
 _counter = itertools.count()
@@ -20,11 +21,30 @@ def pytest_report_header(config):
     return f"authz_migration tests on database: {settings.DB}"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the ``server_db`` fixture, directly or through another fixture,
+    carries the ``server_db`` marker, so ``-m "not server_db"`` deselects it. Runs before
+    ``-m`` filters the items."""
+    for item in items:
+        if "server_db" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "server_db"
+        ):
+            item.add_marker(pytest.mark.server_db)
+
+
 @pytest.fixture
 def server_db():
-    """Skip unless the test database is PostgreSQL or MariaDB."""
+    """Skip unless the test database is PostgreSQL or MariaDB. A test that uses it (or a
+    fixture that does) is marked ``server_db`` (pytest_collection_modifyitems)."""
     if connection.vendor == "sqlite":
         pytest.skip("needs PostgreSQL or MariaDB")
+
+
+@pytest.fixture
+def people(make_user):
+    """Three users, alice, bob and carol (emails from ``helpers.email_of``), by name."""
+    return {name: make_user(name, email=email_of(name)) for name in ("alice", "bob", "carol")}
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
 """Helpers shared by the tests: the default role map written out, both role stores read as
 plain sets, Casbin rows written, role data seeded in bulk, threads with their own
-connection, lock rows made in the test's transaction."""
+connection and waits on their events, lock rows made in the test's transaction."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from django.contrib.auth import get_user_model
@@ -46,6 +47,22 @@ def in_thread(target, *args, **kwargs) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
+# How long a test waits for an event before it calls the wait a hang. Only a hung test gets
+# there: no outcome depends on how fast a machine is.
+SAFETY_NET = 300
+
+
+def wait_for(event: threading.Event, thread: threading.Thread, box: dict, what: str) -> None:
+    """Block until ``event`` is set by ``thread`` (from :func:`in_thread`); fail at once if the
+    thread ends without setting it (with the error it raised), or after :data:`SAFETY_NET`."""
+    deadline = time.monotonic() + SAFETY_NET
+    while not event.wait(0.05):
+        if not thread.is_alive() and not event.is_set():
+            raise AssertionError(f"{what}: the thread ended first ({box.get('error')!r})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {SAFETY_NET}s; the thread hangs")
+
+
 def lock_rows_in_test_transaction(monkeypatch) -> None:
     """On PostgreSQL and MariaDB the guard creates missing lock rows on a side connection,
     committed: in a test that rolls back they would outlive it. This makes them in the
@@ -60,10 +77,22 @@ def lock_rows_in_test_transaction(monkeypatch) -> None:
     monkeypatch.setattr(guard, "ensure_lock_rows", ensure)
 
 
-def legacy_rows() -> set[tuple[int, str, str, str]]:
+def email_of(username: str) -> str:
+    """The email address the ``people`` fixture (conftest.py) gives a user. Its local part
+    is not the username, so a test can tell a leaked address from a username."""
+    return f"{username}.mail@example.org"
+
+
+def legacy_rows_by_user_id() -> set[tuple[int, str, str, str]]:
     """Every legacy row as (user_id, org, course_id, role)."""
     rows = legacy_role_model().objects.values_list("user_id", "org", "course_id", "role")
     return {(uid, org, str(course), role) for uid, org, course, role in rows}
+
+
+def legacy_rows_by_username() -> set[tuple[str, str, str, str]]:
+    """Every legacy row as (username, org, course_id, role)."""
+    rows = legacy_role_model().objects.values_list("user__username", "org", "course_id", "role")
+    return {(user, org, str(course), role) for user, org, course, role in rows}
 
 
 def legacy_count() -> int:

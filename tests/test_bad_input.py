@@ -36,6 +36,7 @@ from authz_migration.models import MigrationRun
 from authz_migration.orchestrator import FORWARD, ROLLBACK
 from authz_migration.roles import InvalidCourseKey, InvalidOrg
 from authz_migration.stores import casbin_rule_model
+from tests.helpers import legacy_rows_by_username as legacy_rows
 from tests.helpers import lock_rows_in_test_transaction
 
 COMPLETED = MigrationRun.Status.COMPLETED
@@ -56,18 +57,6 @@ def _lock_rows_in_the_test_transaction(request, monkeypatch):
     if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
         return
     lock_rows_in_test_transaction(monkeypatch)
-
-
-@pytest.fixture
-def people(make_user):
-    return {
-        name: make_user(name, email=f"{name}@example.com") for name in ("alice", "bob", "carol")
-    }
-
-
-def legacy_rows() -> set[tuple[str, str, str, str]]:
-    rows = legacy_role_model().objects.values_list("user__username", "org", "course_id", "role")
-    return {(user, org, str(course), role) for user, org, course, role in rows}
 
 
 def casbin_rows() -> set[tuple[str, ...]]:

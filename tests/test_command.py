@@ -131,11 +131,6 @@ UNMAPPED = ("alice", "finance_admin", A1)  # not a course-authoring role: never 
 
 
 @pytest.fixture
-def people(make_user):
-    return {name: make_user(name) for name in ("alice", "bob", "carol")}
-
-
-@pytest.fixture
 def mixed(people, grant, global_flag, org_override, course_override):
     """Global flag on, OrgB forced off, A3 pinned off, B2 pinned on; roles on both sides."""
     global_flag(True)

@@ -8,16 +8,18 @@ The command runs in a child process (``python -m django authz_migrate ...``) aga
 database, over ~3,000 roles in 30 courses of 3 orgs with mixed flags: the global flag on, one
 org forced off, and courses pinned against their org in both directions. The child is killed
 with SIGKILL (no cleanup at all), or sent SIGINT (Ctrl-C: finish the batch, exit 130), once a
-few batches have committed.
+few batches have committed and while it is inside the next one: the child
+(``tests/kill_child.py``) says so through a pipe and waits there, so the test never depends
+on how fast either process runs.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from django.db.models import Count
 
 from authz_migration import api, guard
 from authz_migration.conf import legacy_role_model
-from authz_migration.models import MigrationRun, ScopeLock
+from authz_migration.models import MigrationRun
 from tests.helpers import ROLE_MAP, casbin_roles, legacy_roles
 
 pytestmark = [pytest.mark.server_db, pytest.mark.slow]
@@ -52,7 +54,7 @@ PINNED = {
 STRAY_CASBIN_COURSES = ["course-v1:OrgC+C01+R", "course-v1:OrgC+C02+R", "course-v1:OrgA+C03+R"]
 STRAY_USERS = 20  # Casbin rows for courses whose flag names the legacy table: to roll back
 
-COMMAND = ["sync", "--all", "--batch-size", "50", "--sleep", "0.02", "--no-input"]
+COMMAND = ["sync", "--all", "--batch-size", "50", "--no-input"]
 RUNS_BEFORE_STOPPING = 5
 TIMEOUT = 120
 
@@ -174,65 +176,55 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path, Path]:
-    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-    with out.open("w") as stdout, err.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "django", "authz_migrate", *COMMAND],
-            env=child_env(),
-            cwd=REPO,
-            stdout=stdout,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
+class Child:
+    """``authz_migrate`` in a child process (``tests/kill_child.py``) that stops inside the
+    batch of its ``pause_at``-th run, with ``pause_at - 1`` runs committed, and tells us."""
+
+    def __init__(self, tmp_path: Path, name: str, pause_at: int):
+        self.out, self.err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        event_r, event_w = os.pipe()
+        resume_r, resume_w = os.pipe()
+        env = child_env()
+        env.update(
+            AUTHZ_KILL_PAUSE_AT_RUN=str(pause_at),
+            AUTHZ_KILL_EVENT_FD=str(event_w),
+            AUTHZ_KILL_RESUME_FD=str(resume_r),
         )
-    return process, out, err
-
-
-def wait_for_runs(process: subprocess.Popen, err: Path, count: int) -> int:
-    """Wait until ``count`` runs are committed while the child still runs."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        runs = MigrationRun.objects.count()
-        if runs >= count:
-            return runs
-        assert process.poll() is None, f"child ended early: {err.read_text()}"
-        time.sleep(0.01)
-    process.kill()
-    pytest.fail(f"no {count} runs within {TIMEOUT}s: {err.read_text()}")
-
-
-def child_in_a_batch() -> bool:
-    """Whether another connection holds locks on the scope lock table right now, i.e. the
-    child is inside a batch's transaction (between taking the scope lock and committing)."""
-    table = ScopeLock._meta.db_table
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # SELECT ... FOR UPDATE/SHARE holds RowShareLock on the table until the end of
-            # the transaction.
-            cursor.execute(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE c.relname = %s AND l.pid <> pg_backend_pid()",
-                [table],
+        with self.out.open("w") as stdout, self.err.open("w") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "kill_child.py"), *COMMAND],
+                env=env,
+                cwd=REPO,
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(event_w, resume_r),
             )
-        else:
-            cursor.execute(
-                "SELECT count(*) FROM information_schema.innodb_trx "
-                "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_rows_locked > 0"
-            )
-        return cursor.fetchone()[0] > 0
+        os.close(event_w)
+        os.close(resume_r)
+        self.events = os.fdopen(event_r, "rb", buffering=0)
+        self.resume = os.fdopen(resume_w, "wb", buffering=0)
 
+    def wait_until_inside_a_batch(self) -> None:
+        """Block until the child says it is inside a batch's transaction. The timeout is a
+        safety net for a hung child, not part of the test: a child that ends first closes
+        the pipe, and the test fails at once with its stderr."""
+        ready, _, _ = select.select([self.events], [], [], TIMEOUT)
+        line = self.events.readline() if ready else b""
+        if line != b"IN_BATCH\n":
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+            why = "ended before its batch" if ready else f"said nothing for {TIMEOUT}s"
+            pytest.fail(f"child {why}: {self.err.read_text()}")
 
-def wait_until_inside_a_batch(process: subprocess.Popen, err: Path) -> bool:
-    # InnoDB refreshes information_schema.innodb_trx only when it was last read more than
-    # 0.1 s ago: polling it faster would read the same stale snapshot forever.
-    pause = 0 if connection.vendor == "postgresql" else 0.11
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if child_in_a_batch():
-            return True
-        assert process.poll() is None, f"child ended early: {err.read_text()}"
-        time.sleep(pause)
-    return False
+    def let_the_batch_finish(self) -> None:
+        self.resume.write(b"go\n")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(TIMEOUT)
+        self.events.close()
+        self.resume.close()
 
 
 def run_to_completion(tmp_path: Path, name: str) -> subprocess.CompletedProcess:
@@ -274,24 +266,21 @@ def assert_finished(seeded: Counter) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_sigkill_mid_sync_loses_nothing_and_a_rerun_finishes(population, tmp_path):
     seeded, seeded_legacy, seeded_casbin = population
-    process, _, err = start(tmp_path, "killed")
+    child = Child(tmp_path, "killed", pause_at=RUNS_BEFORE_STOPPING + 1)
     try:
-        wait_for_runs(process, err, RUNS_BEFORE_STOPPING)
-        # Kill it in the middle of a batch: its transaction holds the scope lock and has
-        # written (some of) the batch's rows and perhaps its run row.
-        inside = wait_until_inside_a_batch(process, err)
-        process.send_signal(signal.SIGKILL)
+        # Killed in the middle of a batch: its transaction holds the scope lock and has
+        # written the batch's rows and its run row, uncommitted.
+        child.wait_until_inside_a_batch()
+        child.process.send_signal(signal.SIGKILL)
+        child.process.wait(TIMEOUT)
     finally:
-        process.kill()
-        process.wait(TIMEOUT)
-    assert process.returncode == -signal.SIGKILL
-    assert inside, "never saw the child inside a batch"
+        child.close()
+    assert child.process.returncode == -signal.SIGKILL
 
     # Partial progress: some batches committed, some work is left (how much depends on the
     # speed of the machine; the batch the kill interrupted is left at least).
     wait_until_locks_are_free()
-    runs = MigrationRun.objects.count()
-    assert runs >= RUNS_BEFORE_STOPPING
+    assert MigrationRun.objects.count() == RUNS_BEFORE_STOPPING
     assert CasbinRule.objects.count() > seeded_casbin
     assert misplaced()
     assert_consistent(seeded, seeded_legacy, seeded_casbin)
@@ -307,22 +296,21 @@ def test_sigkill_mid_sync_loses_nothing_and_a_rerun_finishes(population, tmp_pat
 @pytest.mark.django_db(transaction=True)
 def test_ctrl_c_mid_sync_finishes_the_batch_exits_130_and_a_rerun_finishes(population, tmp_path):
     seeded, seeded_legacy, seeded_casbin = population
-    process, out, err = start(tmp_path, "interrupted")
+    child = Child(tmp_path, "interrupted", pause_at=RUNS_BEFORE_STOPPING + 1)
     try:
-        wait_for_runs(process, err, RUNS_BEFORE_STOPPING)
         # Ctrl-C in the middle of a batch: that batch finishes, no other starts.
-        inside = wait_until_inside_a_batch(process, err)
-        process.send_signal(signal.SIGINT)
-        process.wait(TIMEOUT)
+        child.wait_until_inside_a_batch()
+        child.process.send_signal(signal.SIGINT)
+        child.let_the_batch_finish()
+        child.process.wait(TIMEOUT)
     finally:
-        process.kill()
-        process.wait(TIMEOUT)
-    output = out.read_text() + err.read_text()
-    assert process.returncode == 130, output
-    assert inside, "never saw the child inside a batch"
+        child.close()
+    output = child.out.read_text() + child.err.read_text()
+    assert child.process.returncode == 130, output
+    assert MigrationRun.objects.count() == RUNS_BEFORE_STOPPING + 1
     assert "interrupted" in output
     assert "Traceback" not in output
-    assert "direction  scope" in out.read_text()  # the summary of what was done
+    assert "direction  scope" in child.out.read_text()  # the summary of what was done
 
     # Stopped cleanly: no lock held, and part of the work is left.
     with transaction.atomic():

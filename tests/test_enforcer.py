@@ -55,7 +55,9 @@ REDIS_HOST = os.environ.get("AUTHZ_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("AUTHZ_TEST_REDIS_PORT", "6379"))
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "tests" / "watcher_child.py"
-PROPAGATION_TIMEOUT = 10  # seconds process B may take to show a move
+# Seconds before a wait on process B is called a hang. The latencies are recorded (JUnit
+# properties), never asserted: a busy machine must not fail the test.
+PROPAGATION_TIMEOUT = 120
 
 
 # --- fixtures and helpers -----------------------------------------------------------------
@@ -338,14 +340,13 @@ def test_a_redis_watcher_with_redis_down_does_not_undo_the_move(loaded, roles_of
     options.host, options.port, options.channel = "127.0.0.1", port, f"authz-{uuid.uuid4()}"
     loaded.set_watcher(redis_watcher.new_publish_watcher(options))
 
-    started = time.monotonic()
+    # Not timed: redis-py's retries on a refused connection take what the machine makes them
+    # take; a publish that never returned would hang the test, which is the failure to see.
     run = move(forward=True)
-    elapsed = time.monotonic() - started
 
     assert run.status == MigrationRun.Status.COMPLETED
     assert (ALICE, STAFF, C1_DOMAIN) in casbin_triples()
     assert roles(loaded) == [STAFF]
-    assert elapsed < 10
     # redis-watcher reports a failed publish on standard output, not through logging.
     assert "Casbin Redis Watcher error" in capfd.readouterr().out
 
@@ -439,7 +440,7 @@ class Child:
         """Ask it to leave (close its stdin), kill it if it does not; its exit code."""
         try:
             self.process.stdin.close()
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=PROPAGATION_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired):
             pass
         finally:
@@ -505,10 +506,10 @@ def test_another_process_follows_moves_through_a_redis_watcher(
     assert watcher.subscribe_event.is_set(), "process A could not subscribe"
     loaded.set_watcher(watcher)
 
-    child = Child(channel, timeout=120)
+    child = Child(channel, timeout=3 * PROPAGATION_TIMEOUT)
     try:
-        child.expect_roles([], timeout=60)  # loaded before any move
-        child.expect(lambda line: line == "READY", 60, "READY")
+        child.expect_roles([])  # loaded before any move
+        child.expect(lambda line: line == "READY", PROPAGATION_TIMEOUT, "READY")
         add_rogue_row()  # unknown to A until A reloads
 
         global_flag(True)

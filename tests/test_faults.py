@@ -33,7 +33,7 @@ from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
 from authz_migration.stores import casbin_rule_model
-from tests.helpers import in_thread
+from tests.helpers import SAFETY_NET, in_thread, wait_for
 
 pytestmark = [pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
@@ -143,7 +143,7 @@ class Pause:
             if self.calls == nth:
                 self.victim = backend_id(connection)  # the move's own connection
                 self.reached.set()
-                self.resume.wait(30)
+                self.resume.wait(SAFETY_NET)
             return result
 
         monkeypatch.setattr(moves, name, paused)
@@ -155,11 +155,11 @@ def kill_mid_move(monkeypatch, pause_at: str, move, *, nth: int = 1) -> dict:
     pause = Pause(monkeypatch, pause_at, nth)
     thread, box = in_thread(move)
     try:
-        assert pause.reached.wait(30), box.get("error", "the move never got there")
+        wait_for(pause.reached, thread, box, f"the move reaching {pause_at}")
         kill(pause.victim)
     finally:
         pause.resume.set()
-        thread.join(30)
+        thread.join(SAFETY_NET)
     assert not thread.is_alive()
     monkeypatch.undo()
     return box
@@ -290,15 +290,15 @@ def row_locked_elsewhere(queryset):
         with transaction.atomic():
             assert list(queryset.select_for_update())
             held.set()
-            release.wait(30)
+            release.wait(SAFETY_NET)
 
     thread, box = in_thread(hold)
     try:
-        assert held.wait(10), box.get("error")
+        wait_for(held, thread, box, "the other connection locking the rows")
         yield
     finally:
         release.set()
-        thread.join(30)
+        thread.join(SAFETY_NET)
     assert "error" not in box, box["error"]
 
 

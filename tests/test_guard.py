@@ -35,7 +35,7 @@ from tests.helpers import (
     add_casbin_role,
     duplicate_casbin_rows,
     in_thread,
-    legacy_rows,
+    legacy_rows_by_user_id,
     org_glob,
     role_multiset,
 )
@@ -157,7 +157,7 @@ def test_a_course_move_excludes_its_org_and_sibling_courses_only(
     assert sibling.status == SKIPPED
     assert (other_org.status, other_org.moved) == (COMPLETED, 1)
     assert [(o.status, o.moved) for o in box["result"]] == [(COMPLETED, 1)]
-    assert legacy_rows() == {(alice.pk, ORG_A, A2, "staff")}
+    assert legacy_rows_by_user_id() == {(alice.pk, ORG_A, A2, "staff")}
 
 
 @concurrent
@@ -247,7 +247,7 @@ def test_wait_false_on_a_busy_scope_records_a_skipped_run(server_db, lock_rows, 
         instance_runs = list(api.sync_instance(wait=False))
         [other_org] = api.sync_org(ORG_B, wait=False)
 
-        assert legacy_rows() == {(alice.pk, ORG_A, A1, "staff")}  # nothing of OrgA moved
+        assert legacy_rows_by_user_id() == {(alice.pk, ORG_A, A1, "staff")}  # nothing of OrgA moved
 
     for outcome in (org_run, course_run):
         assert outcome.status == SKIPPED

@@ -25,7 +25,7 @@ from tests.helpers import (
     casbin_rows,
     g,
     legacy_count,
-    legacy_rows,
+    legacy_rows_by_user_id,
     org_glob,
 )
 
@@ -47,11 +47,6 @@ def run_statuses():
 # --- round trips ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def people(make_user):
-    return {name: make_user(name) for name in ("alice", "bob", "carol")}
-
-
 def test_course_round_trip_restores_the_legacy_rows(people, grant, course_override):
     alice, bob = people["alice"], people["bob"]
     grant(alice, C1, "instructor")
@@ -59,7 +54,7 @@ def test_course_round_trip_restores_the_legacy_rows(people, grant, course_overri
     grant(alice, C1, "beta_testers")
     grant(bob, C2, "staff")  # another course of the org: not part of this move
     grant(alice, "", "staff", org=ORG_A)  # org-wide: not part of a course move
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
 
     course_override(C1, "on")
     [forward] = api.sync_course(C1)
@@ -70,7 +65,7 @@ def test_course_round_trip_restores_the_legacy_rows(people, grant, course_overri
         g("bob", "course_staff", C1),
         g("alice", "course_beta_tester", C1),
     }
-    assert legacy_rows() == {
+    assert legacy_rows_by_user_id() == {
         (bob.pk, ORG_A, C2, "staff"),
         (alice.pk, ORG_A, "", "staff"),
     }
@@ -88,7 +83,7 @@ def test_course_round_trip_restores_the_legacy_rows(people, grant, course_overri
     [back] = api.sync_course(C1)
 
     assert (back.status, back.moved, back.move.direction) == (COMPLETED, 3, ROLLBACK)
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
     assert casbin_count() == 0
 
 
@@ -100,7 +95,7 @@ def test_round_trip_of_values_holding_the_array_separator(make_user, grant, cour
     grant(odd, C1, "staff")
     grant(plain, C1, "instructor")
     grant(plain, "", "staff", org=ORG_A)
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
 
     course_override(C1, "on")
     [forward] = api.sync_course(C1)
@@ -110,7 +105,7 @@ def test_round_trip_of_values_holding_the_array_separator(make_user, grant, cour
     course_override(C1, "off")
     [back] = api.sync_course(C1)
     assert (back.status, back.moved) == (COMPLETED, 2)
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
@@ -119,7 +114,7 @@ def test_org_wide_rows_alone_round_trip(rows, make_user, grant, org_override):
     users = [make_user(f"u{i}") for i in range(rows)]
     for user in users:
         grant(user, "", "staff", org=ORG_A)
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
 
     org_override(ORG_A, "on")
     [forward] = api.sync_org(ORG_A)
@@ -127,7 +122,7 @@ def test_org_wide_rows_alone_round_trip(rows, make_user, grant, org_override):
     org_override(ORG_A, "off")
     [back] = api.sync_org(ORG_A)
     assert (back.status, back.moved) == (COMPLETED, rows)
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
 
 
 def test_org_round_trip_with_every_role_and_org_wide_rows(people, grant, org_override):
@@ -141,7 +136,7 @@ def test_org_round_trip_with_every_role_and_org_wide_rows(people, grant, org_ove
     grant(alice, "", "staff", org=ORG_A)  # org-wide
     grant(bob, "", "instructor", org=ORG_A)  # org-wide
     grant(carol, B1, "staff")  # another org
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
 
     org_override(ORG_A, "on")
     [forward] = api.sync_org(ORG_A)
@@ -183,13 +178,13 @@ def test_org_round_trip_with_every_role_and_org_wide_rows(people, grant, org_ove
         ("g", "user^alice", "role^course_staff", "course-v1^course-v1:OrgA+*", "", "", ""),
         ("g", "user^bob", "role^course_admin", "course-v1^course-v1:OrgA+*", "", "", ""),
     }
-    assert legacy_rows() == {(carol.pk, "OrgB", B1, "staff")}
+    assert legacy_rows_by_user_id() == {(carol.pk, "OrgB", B1, "staff")}
 
     org_override(ORG_A, "off")
     [back] = api.sync_org(ORG_A)
 
     assert (back.status, back.moved) == (COMPLETED, 8)
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
     assert casbin_count() == 0
 
 
@@ -202,7 +197,7 @@ def test_instance_round_trip_over_several_orgs(people, grant, global_flag):
     grant(bob, "", "beta_testers", org="OrgB")
     grant(carol, "course-v1:OrgC+X+1", "ccx_coach")
     finance = grant(alice, C1, "finance_admin")  # not a course-authoring role: stays
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
 
     global_flag(True)
     outcomes = list(api.sync_instance())
@@ -217,7 +212,7 @@ def test_instance_round_trip_over_several_orgs(people, grant, global_flag):
         g("bob", "course_beta_tester", org_glob("OrgB")),
         g("carol", "ccx_coach", "course-v1:OrgC+X+1"),
     }
-    assert legacy_rows() == {(alice.pk, ORG_A, C1, "finance_admin")}
+    assert legacy_rows_by_user_id() == {(alice.pk, ORG_A, C1, "finance_admin")}
     assert legacy_role_model().objects.filter(pk=finance.pk).exists()
     assert api.verify_scope(everything=True) == []
 
@@ -225,7 +220,7 @@ def test_instance_round_trip_over_several_orgs(people, grant, global_flag):
     outcomes = list(api.sync_instance())
 
     assert sum(o.moved for o in outcomes) == 6
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
     assert casbin_count() == 0
     assert api.verify_scope(everything=True) == []
 
@@ -262,7 +257,7 @@ def test_rollback_does_not_duplicate_a_legacy_row_already_there(people, grant, o
     assert out.status == COMPLETED
     assert (out.counts["moved"], out.counts["created"], out.counts["already_present"]) == (3, 2, 1)
     assert legacy_count() == 3
-    assert legacy_rows() == {
+    assert legacy_rows_by_user_id() == {
         (alice.pk, ORG_A, C1, "staff"),
         (bob.pk, ORG_A, C1, "instructor"),
         (bob.pk, ORG_A, "", "instructor"),
@@ -274,12 +269,12 @@ def test_a_second_sync_finds_nothing_to_move(people, grant, org_override):
     grant(people["alice"], C1, "staff")
     org_override(ORG_A, "on")
     api.sync_org(ORG_A)
-    after_first = (legacy_rows(), casbin_rows())
+    after_first = (legacy_rows_by_user_id(), casbin_rows())
 
     [again] = api.sync_org(ORG_A)
 
     assert (again.status, again.moved, again.counts["created"]) == (COMPLETED, 0, 0)
-    assert (legacy_rows(), casbin_rows()) == after_first
+    assert (legacy_rows_by_user_id(), casbin_rows()) == after_first
 
 
 def test_a_run_that_found_nothing_still_has_every_count(people, org_override):
@@ -313,7 +308,7 @@ def test_legacy_row_without_org_or_course_stays_as_no_scope(people, grant, globa
     assert [row["id"] for row in problems["no_scope"]["rows"]] == [stray.pk]
     assert forward.counts["could_not_move"] == 1
     assert forward.metadata["not_migrated_by_role"] == {"course_creator_group": 1}
-    assert legacy_rows() == {
+    assert legacy_rows_by_user_id() == {
         (alice.pk, "", "", "staff"),
         (alice.pk, "", "", "course_creator_group"),
     }
@@ -337,7 +332,7 @@ def test_malformed_course_key_stays_in_the_legacy_table(people, grant, org_overr
     assert problem["count"] == 1
     assert problem["rows"][0]["id"] == bad.pk
     assert problem["rows"][0]["scope"] == bad_key
-    assert legacy_rows() == {(alice.pk, ORG_A, bad_key, "staff")}
+    assert legacy_rows_by_user_id() == {(alice.pk, ORG_A, bad_key, "staff")}
     assert casbin_rows() == {g("alice", "course_staff", C1)}
 
 
@@ -353,7 +348,7 @@ def test_casbin_row_of_an_unknown_user_stays_in_casbin(people, org_override):
     assert problem["count"] == 1
     assert problem["rows"] == [{"id": ghost.pk, "user": "ghost", "scope": "course-v1^" + C1}]
     assert casbin_rows() == {g("ghost", "course_staff", C1)}
-    assert legacy_rows() == {(people["alice"].pk, ORG_A, C1, "staff")}
+    assert legacy_rows_by_user_id() == {(people["alice"].pk, ORG_A, C1, "staff")}
 
 
 MALFORMED_CASBIN = {
@@ -389,7 +384,7 @@ def test_malformed_casbin_row_stays_in_casbin(people, org_override, columns):
     assert problem["count"] == 1
     assert problem["rows"][0]["id"] == bad.pk
     assert casbin_rows() == casbin_before - {g("bob", "course_staff", C1)}
-    assert legacy_rows() == {(people["bob"].pk, ORG_A, C1, "staff")}
+    assert legacy_rows_by_user_id() == {(people["bob"].pk, ORG_A, C1, "staff")}
 
 
 def test_invalid_org_and_too_long_values_stay_in_the_legacy_table(people, grant, global_flag):
@@ -408,7 +403,7 @@ def test_invalid_org_and_too_long_values_stay_in_the_legacy_table(people, grant,
     problems = forward.metadata["could_not_move"]
     assert [r["id"] for r in problems["invalid_org"]["rows"]] == [bad_org.pk]
     assert [r["id"] for r in problems["value_too_long"]["rows"]] == [too_long.pk]
-    assert legacy_rows() == {
+    assert legacy_rows_by_user_id() == {
         (alice.pk, "Org A", "", "staff"),
         (alice.pk, "OrgL", long_key, "staff"),
     }
@@ -431,7 +426,7 @@ def test_instance_rollback_leaves_other_casbin_rows_alone(people, global_flag):
     rollback = [o for o in outcomes if o.move.direction == ROLLBACK]
     assert [(o.status, o.moved, o.counts["scanned"]) for o in rollback] == [(COMPLETED, 1, 1)]
     assert casbin_rows() == keep
-    assert legacy_rows() == {(people["alice"].pk, ORG_A, C1, "staff")}
+    assert legacy_rows_by_user_id() == {(people["alice"].pk, ORG_A, C1, "staff")}
 
 
 def test_a_move_stopped_after_some_batches_resumes_where_it_stopped(make_user, grant):
@@ -476,7 +471,7 @@ def test_rollback_meeting_a_legacy_row_equal_but_for_case(make_user, grant, org_
         [row] = out.metadata["could_not_move"]["conflicting_row"]["rows"]
         assert row["id"] == clash.pk
         assert casbin_rows() == {g("alice", "course_staff", org_glob(ORG_A))}
-    assert moved_bob | {(alice.pk, "orga", "", "staff")} <= legacy_rows()
+    assert moved_bob | {(alice.pk, "orga", "", "staff")} <= legacy_rows_by_user_id()
 
 
 # --- roles outside the role map ---------------------------------------------------------------
@@ -496,7 +491,7 @@ def test_legacy_roles_outside_the_map_stay_and_are_counted(people, grant, org_ov
     assert out.counts["not_migrated"] == 3
     assert out.metadata["not_migrated_by_role"] == {"finance_admin": 2, "sales_admin": 1}
     assert out.metadata["could_not_move"] == {}
-    assert legacy_rows() == {
+    assert legacy_rows_by_user_id() == {
         (alice.pk, ORG_A, C1, "finance_admin"),
         (alice.pk, ORG_A, C2, "finance_admin"),
         (alice.pk, ORG_A, "", "sales_admin"),
@@ -515,7 +510,7 @@ def test_casbin_roles_outside_the_map_stay_and_are_counted(people, org_override)
     assert out.counts["not_migrated"] == 1
     assert out.metadata["not_migrated_by_role"] == {"something_else": 1}
     assert casbin_rows() == {g("alice", "something_else", C1)}
-    assert legacy_rows() == {(people["alice"].pk, ORG_A, C1, "staff")}
+    assert legacy_rows_by_user_id() == {(people["alice"].pk, ORG_A, C1, "staff")}
 
 
 # --- excluded (pinned) courses --------------------------------------------------------------
@@ -538,7 +533,10 @@ def test_org_move_excluding_pinned_courses_leaves_them_alone(
     assert (out.status, out.moved) == (COMPLETED, 2)
     assert out.counts["excluded"] == 2
     assert out.metadata["excluded_courses"] == {"count": 2, "items": [C2, C3], "more": 0}
-    assert legacy_rows() == {(bob.pk, ORG_A, C2, "staff"), (bob.pk, ORG_A, C3, "instructor")}
+    assert legacy_rows_by_user_id() == {
+        (bob.pk, ORG_A, C2, "staff"),
+        (bob.pk, ORG_A, C3, "instructor"),
+    }
     assert casbin_rows() == {
         g("alice", "course_staff", C1),
         g("alice", "course_admin", org_glob(ORG_A)),
@@ -565,7 +563,7 @@ def test_sync_org_moves_pinned_courses_to_their_own_side(
     outcomes = api.sync_org(ORG_A)
 
     assert [o.move.direction for o in outcomes] == [FORWARD, ROLLBACK]
-    assert legacy_rows() == {
+    assert legacy_rows_by_user_id() == {
         (bob.pk, ORG_A, C2, "staff"),
         (people["carol"].pk, ORG_A, C3, "instructor"),
     }
@@ -590,14 +588,14 @@ def test_moving_an_org_never_touches_orgs_sharing_its_prefix_or_differing_in_cas
     add_casbin_role("ab2", "course_admin", org_glob("OrgAB"))
     add_casbin_role("lower2", "course_staff", "course-v1:orga+C2+2024")
     add_casbin_role("lower2", "course_admin", org_glob("orga"))
-    others_legacy = {row for row in legacy_rows() if row[0] != users["a"].pk}
+    others_legacy = {row for row in legacy_rows_by_user_id() if row[0] != users["a"].pk}
     others_casbin = casbin_rows()
 
     org_override(ORG_A, "on")
     [forward] = api.sync_org(ORG_A)
 
     assert forward.moved == 2
-    assert legacy_rows() == others_legacy
+    assert legacy_rows_by_user_id() == others_legacy
     assert casbin_rows() == others_casbin | {
         g("a", "course_staff", C1),
         g("a", "course_admin", org_glob(ORG_A)),
@@ -608,7 +606,7 @@ def test_moving_an_org_never_touches_orgs_sharing_its_prefix_or_differing_in_cas
 
     assert back.moved == 2
     assert casbin_rows() == others_casbin
-    assert legacy_rows() == others_legacy | {
+    assert legacy_rows_by_user_id() == others_legacy | {
         (users["a"].pk, ORG_A, C1, "staff"),
         (users["a"].pk, ORG_A, "", "instructor"),
     }
@@ -668,11 +666,11 @@ def _seed_for_dry_run(people, grant):
 def test_dry_run_writes_nothing_and_reports_what_it_would_do(people, grant, org_override, call):
     _seed_for_dry_run(people, grant)
     org_override(ORG_A, "on")
-    before = (legacy_rows(), casbin_rows())
+    before = (legacy_rows_by_user_id(), casbin_rows())
 
     out = call()
 
-    assert (legacy_rows(), casbin_rows()) == before
+    assert (legacy_rows_by_user_id(), casbin_rows()) == before
     assert MigrationRun.objects.count() == 0
     assert out.run is None
     assert out.metadata["dry_run"] is True
@@ -701,14 +699,14 @@ def test_dry_run_reports_rows_that_could_not_move(people, grant, org_override):
 def test_migrate_course_against_the_flag_is_refused_unless_forced(people, grant, global_flag):
     grant(people["alice"], C1, "staff")
     global_flag(False)
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
 
     with pytest.raises(api.FlagContradiction) as info:
         api.migrate_course(C1, True)
 
     assert C1 in str(info.value)
     assert [p.scope for p in info.value.placements] == [C1]
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
     assert casbin_count() == 0
     assert MigrationRun.objects.count() == 0
 
@@ -738,7 +736,10 @@ def test_migrate_org_against_the_flag_is_refused_unless_forced(
     out = api.migrate_org(ORG_A, False, force=True)
 
     assert (out.status, out.moved) == (COMPLETED, 2)
-    assert legacy_rows() == {(alice.pk, ORG_A, C1, "staff"), (alice.pk, ORG_A, C2, "instructor")}
+    assert legacy_rows_by_user_id() == {
+        (alice.pk, ORG_A, C1, "staff"),
+        (alice.pk, ORG_A, C2, "instructor"),
+    }
     assert casbin_count() == 0
 
 
@@ -809,12 +810,12 @@ def test_database_error_mid_move_rolls_back_every_batch(
         grant(user, f"course-v1:OrgA+C{i}+2024", "staff")
     grant(make_user("poison"), C1, "instructor")  # highest pk: the fourth batch of two
     org_override(ORG_A, "on")
-    before = (legacy_rows(), casbin_rows())
+    before = (legacy_rows_by_user_id(), casbin_rows())
 
     [out] = api.sync_org(ORG_A, batch_size=2)
 
     assert out.status == FAILED
-    assert (legacy_rows(), casbin_rows()) == before
+    assert (legacy_rows_by_user_id(), casbin_rows()) == before
     assert casbin_count() == 0
     run = MigrationRun.objects.get()
     assert run.pk == out.run.pk
@@ -840,7 +841,7 @@ def test_error_after_a_delete_rolls_back_the_rollback(people, grant, org_overrid
         add_casbin_role(name, "course_admin", f"course-v1:OrgA+C{i}+2024")
     grant(people["alice"], C3, "staff")  # unrelated legacy row
     org_override(ORG_A, "off")
-    before = (legacy_rows(), casbin_rows())
+    before = (legacy_rows_by_user_id(), casbin_rows())
     real_delete = moves.delete_casbin
     calls = []
 
@@ -857,7 +858,7 @@ def test_error_after_a_delete_rolls_back_the_rollback(people, grant, org_overrid
 
     assert calls == [2, 2]
     assert out.status == FAILED
-    assert (legacy_rows(), casbin_rows()) == before
+    assert (legacy_rows_by_user_id(), casbin_rows()) == before
     run = MigrationRun.objects.get()
     assert (run.status, run.migration_type) == (FAILED, ROLLBACK)
     assert run.metadata["error"] == "DatabaseError: injected"
@@ -882,7 +883,7 @@ def test_failed_run_survives_when_called_inside_a_transaction(people, grant, mon
 
     assert out.status == FAILED
     assert casbin_count() == 0
-    assert legacy_rows() == {
+    assert legacy_rows_by_user_id() == {
         (people["alice"].pk, ORG_A, C1, "staff"),
         (people["bob"].pk, ORG_A, C2, "staff"),
     }
@@ -896,7 +897,7 @@ def test_batches_smaller_than_the_row_count_move_everything(make_user, grant, or
     users = [make_user(f"u{i}") for i in range(7)]
     for i, user in enumerate(users):
         grant(user, f"course-v1:OrgA+C{i % 3}+2024", "staff")
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
     org_override(ORG_A, "on")
 
     [forward] = api.sync_org(ORG_A, batch_size=2)
@@ -909,7 +910,7 @@ def test_batches_smaller_than_the_row_count_move_everything(make_user, grant, or
     [back] = api.sync_org(ORG_A, batch_size=2)
 
     assert (back.status, back.moved, back.metadata["batches"]) == (COMPLETED, 7, 4)
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
     assert casbin_count() == 0
 
 
@@ -917,7 +918,7 @@ def test_instance_sync_in_small_batches_moves_everything(make_user, grant, globa
     users = [make_user(f"u{i}") for i in range(7)]
     for i, user in enumerate(users):
         grant(user, f"course-v1:Org{i % 3}+C+2024", "staff")
-    before = legacy_rows()
+    before = legacy_rows_by_user_id()
     global_flag(True)
 
     outcomes = list(api.sync_instance(batch_size=2))
@@ -933,7 +934,7 @@ def test_instance_sync_in_small_batches_moves_everything(make_user, grant, globa
     outcomes = list(api.sync_instance(batch_size=2))
 
     assert sum(o.moved for o in outcomes) == 7
-    assert legacy_rows() == before
+    assert legacy_rows_by_user_id() == before
 
 
 def test_instance_sync_reads_the_rows_each_table_held_when_it_was_planned(
@@ -1005,7 +1006,7 @@ def test_instance_sync_puts_every_course_where_its_flag_points(
 
     assert {o.status for o in outcomes} == {COMPLETED}
     assert api.verify_scope(everything=True) == []
-    assert legacy_rows() == expected_legacy
+    assert legacy_rows_by_user_id() == expected_legacy
     assert casbin_rows() == expected_casbin
 
 
@@ -1019,7 +1020,7 @@ def test_an_org_move_takes_exactly_its_org_not_look_alikes(org, make_user, grant
     for name in orgs:
         grant(users[name], f"course-v1:{name}+C1+R", "staff")
         grant(users[name], "", "instructor", org=name)
-    others = {row for row in legacy_rows() if row[1] != org}
+    others = {row for row in legacy_rows_by_user_id() if row[1] != org}
     mine = users[org].username
 
     forward = api.migrate_org(org, forward=True, force=True)
@@ -1029,7 +1030,7 @@ def test_an_org_move_takes_exactly_its_org_not_look_alikes(org, make_user, grant
         g(mine, "course_staff", f"course-v1:{org}+C1+R"),
         g(mine, "course_admin", org_glob(org)),
     }
-    assert legacy_rows() == others
+    assert legacy_rows_by_user_id() == others
     for name in orgs:  # the look-alikes' Casbin rows must stay when this org goes back
         if name != org:
             add_casbin_role(users[name].username, "course_staff", f"course-v1:{name}+C2+R")

@@ -1,0 +1,1 @@
+"""The benchmark's scenarios, one module each: org, toggle, sync_all (section sync-all)."""

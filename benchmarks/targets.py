@@ -1,0 +1,87 @@
+"""The project's targets (set for PostgreSQL, README.rst "Targets"), as data, and the run's
+figures next to them. A missed target is reported, never an error: timings depend on the
+machine."""
+
+from __future__ import annotations
+
+TARGETS = {
+    # org move of this many rows: forward and rollback each within this ratio to the SQL
+    # floor and under this many seconds
+    "org_rows": 25000,
+    "org_max_ratio_to_floor": 3,
+    "org_max_seconds": 1,
+    # course override save with automatic moves: what the receiver adds
+    "toggle_max_receiver_queries": 15,
+    "toggle_max_added_ms": 20,
+    # added ms with the most unrelated casbin rows / with the fewest
+    "toggle_max_growth": 1.5,
+    # authz_migrate sync --all
+    "sync_min_rows_per_second": 50000,
+    "sync_max_peak_rss_mb": 200,
+}
+
+MIB_PER_MB = 1.048576
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def verdicts(report: dict, targets: dict = TARGETS) -> list[str]:
+    """One line per target the run has figures for: the figure, the target, met or MISSED."""
+    t = targets
+    lines = []
+    sections = report["sections"]
+    for entry in sections.get("org", {}).get("rows", []):
+        if entry["size"] != t["org_rows"]:
+            continue
+        for d in ("forward", "rollback"):
+            e = entry[d]
+            ok = e["ratio_to_floor"] <= t["org_max_ratio_to_floor"] and (
+                e["seconds"] < t["org_max_seconds"]
+            )
+            lines.append(
+                f"org of {t['org_rows']:,} rows, {d}: {e['seconds']:.2f} s, "
+                f"{e['ratio_to_floor']}x the floor (target: within "
+                f"{t['org_max_ratio_to_floor']}x and under {t['org_max_seconds']} s): {mark(ok)}"
+            )
+    toggle = sections.get("toggle")
+    if toggle and toggle["rows"]:
+        rows = toggle["rows"]
+        worst_q = max(
+            max(r["receiver_queries_forward"], r["receiver_queries_rollback"]) for r in rows
+        )
+        worst_total = max(max(r["queries"]["auto_on"], r["queries"]["auto_off"]) for r in rows)
+        worst_ms = max(max(r["added_ms_forward"], r["added_ms_rollback"]) for r in rows)
+        s = toggle["summary"]
+        ratios = [x for x in (s.get("ratio_forward"), s.get("ratio_rollback")) if x is not None]
+        most_queries = t["toggle_max_receiver_queries"]
+        lines.append(
+            f"toggle: receiver adds at most {worst_q} queries ({worst_total} in the whole save) "
+            f"(target: at most {most_queries}): {mark(worst_q <= most_queries)}"
+        )
+        lines.append(
+            f"toggle: receiver adds at most {worst_ms:.1f} ms "
+            f"(target: under {t['toggle_max_added_ms']} ms): "
+            f"{mark(worst_ms < t['toggle_max_added_ms'])}"
+        )
+        if ratios and s["largest"] != s["smallest"]:
+            growth = t["toggle_max_growth"]
+            lines.append(
+                f"toggle: {s['largest']:,} vs {s['smallest']:,} casbin rows, added ms x"
+                f"{max(ratios)} (target: flat within {growth}x): {mark(max(ratios) <= growth)}"
+            )
+    sync = sections.get("sync-all")
+    if sync:
+        least = t["sync_min_rows_per_second"]
+        fast = (sync["rows_per_second"] or 0) >= least and sync["ok"]
+        lines.append(
+            f"sync --all: {sync['rows_per_second']:,} rows/s over {sync['moved']:,} rows "
+            f"(target: >= {least:,}): {mark(fast)}"
+        )
+        most = t["sync_max_peak_rss_mb"]
+        lines.append(
+            f"sync --all: peak RSS {sync['peak_rss_mib']} MiB (target: < {most} MB): "
+            f"{mark(sync['peak_rss_mib'] * MIB_PER_MB < most)}"
+        )
+    return lines
