@@ -12,7 +12,7 @@ from typing import Any
 from . import flags, lookup, stores
 from . import verify as verify_module
 from .models import MigrationRun
-from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Outcome, execute
+from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Options, Outcome, execute
 from .roles import normalize_course_key, validate_org
 from .stores import Selection
 
@@ -62,25 +62,27 @@ def _direction(forward: bool) -> str:
     return FORWARD if forward else ROLLBACK
 
 
+def _options(trigger: str, user: Any, options: dict) -> Options:
+    """The orchestrator's options from the API's keywords (an unknown one is a TypeError)."""
+    return Options(trigger=trigger, triggered_by=user, **options)
+
+
 def sync_course(
     course_key: Any, *, trigger: str = API, user: Any = None, **options
 ) -> list[Outcome]:
-    """Move the course's roles to the system its effective flag names (one run)."""
-    course = normalize_course_key(course_key)
-    move = Move(_direction(flags.is_authz_enabled(course)), COURSE, course)
-    return [execute(move, trigger=trigger, triggered_by=user, **options)]
+    """Move the course's roles to the system its effective flag names (one run). Keyword
+    options are :class:`~authz_migration.orchestrator.Options`' (``dry_run``, ``wait``,
+    ``batch_size``, ...)."""
+    run = _options(trigger, user, options)
+    return [execute(move, run) for move in plan("sync", courses=[course_key])]
 
 
 def sync_org(org: str, *, trigger: str = API, user: Any = None, **options) -> list[Outcome]:
     """Move every course of ``org``, and its org-wide roles, to the system each one's flag
     names: one run in the org's direction, and one the other way when courses pinned by a
     course override point there."""
-    org = validate_org(org)
-    org_state = flags.org_effective_state(org).enabled
-    moves = [Move(_direction(org_state), ORG, org)]
-    if any(state != org_state for state in flags.pinned_courses(org).values()):
-        moves.append(Move(_direction(not org_state), ORG, org))
-    return [execute(move, trigger=trigger, triggered_by=user, **options) for move in moves]
+    run = _options(trigger, user, options)
+    return [execute(move, run) for move in plan("sync", orgs=[org])]
 
 
 def plan(
@@ -100,36 +102,12 @@ def plan(
     courses = [normalize_course_key(c) for c in courses]
     orgs = [validate_org(o) for o in orgs]
     if action == "sync":
-        if everything:
-            # Each pass reads the rows its source table held when the sync was planned: the
-            # rows the forward pass writes into Casbin are in place by construction, and
-            # re-reading them in the rollback pass would double the work. A row written
-            # after planning is its writer's business (a receiver moves what an override
-            # save flips) or the next sync's.
-            return [
-                Move(FORWARD, INSTANCE, until=stores.last_pk(legacy=True)),
-                Move(ROLLBACK, INSTANCE, until=stores.last_pk(legacy=False)),
-            ]
-        moves = [Move(_direction(flags.is_authz_enabled(c)), COURSE, c) for c in courses]
-        for org in orgs:
-            org_state = flags.org_effective_state(org).enabled
-            moves.append(Move(_direction(org_state), ORG, org))
-            if any(state != org_state for state in flags.pinned_courses(org).values()):
-                moves.append(Move(_direction(not org_state), ORG, org))
-        return moves
+        return _plan_sync(courses, orgs, everything)
     if action not in ("forward", "rollback"):
         raise ValueError(f"unknown action {action!r}")
     forward = action == "forward"
     if not force:
-        selections = (
-            [Selection(everything=True)]
-            if everything
-            else ([Selection(courses=tuple(courses))] if courses else [])
-            + [Selection(org=org) for org in orgs]
-        )
-        clashes = [p for sel in selections for p in verify_module.scan(sel).contradictions(forward)]
-        if clashes:
-            raise FlagContradiction(_direction(forward), clashes)
+        _refuse_against_the_flag(forward, courses, orgs, everything)
     if everything:
         return [Move(_direction(forward), INSTANCE, follow_flags=False)]
     return [Move(_direction(forward), COURSE, c, follow_flags=False) for c in courses] + [
@@ -137,20 +115,55 @@ def plan(
     ]
 
 
+def _plan_sync(courses: list[str], orgs: list[str], everything: bool) -> list[Move]:
+    if everything:
+        # Each pass reads the rows its source table held when the sync was planned: the
+        # rows the forward pass writes into Casbin are in place by construction, and
+        # re-reading them in the rollback pass would double the work. A row written after
+        # planning is its writer's business (a receiver moves what an override save flips)
+        # or the next sync's.
+        return [
+            Move(FORWARD, INSTANCE, until=stores.last_pk(legacy=True)),
+            Move(ROLLBACK, INSTANCE, until=stores.last_pk(legacy=False)),
+        ]
+    moves = [Move(_direction(flags.is_authz_enabled(c)), COURSE, c) for c in courses]
+    for org in orgs:
+        # One run in the org's direction, and one the other way when courses pinned by a
+        # course override point there.
+        org_state = flags.org_effective_state(org).enabled
+        moves.append(Move(_direction(org_state), ORG, org))
+        if any(state != org_state for state in flags.pinned_courses(org).values()):
+            moves.append(Move(_direction(not org_state), ORG, org))
+    return moves
+
+
+def _refuse_against_the_flag(forward: bool, courses, orgs, everything: bool) -> None:
+    """Raise :class:`FlagContradiction` when a move in this direction would carry roles
+    against their course's flag."""
+    if everything:
+        selections = [Selection(everything=True)]
+    else:
+        selections = [Selection(courses=tuple(courses))] if courses else []
+        selections += [Selection(org=org) for org in orgs]
+    clashes = [p for sel in selections for p in verify_module.scan(sel).contradictions(forward)]
+    if clashes:
+        raise FlagContradiction(_direction(forward), clashes)
+
+
 def run_in_batches(
     moves: list[Move],
     *,
     trigger: str = API,
     user: Any = None,
-    batch_size: int | None = None,
-    dry_run: bool = False,
-    wait: bool = False,
     pause: float = 0.0,
     should_stop: Callable[[], bool] = lambda: False,
+    **options,
 ) -> Iterator[Outcome]:
     """Run ``moves`` one batch per transaction (and per recorded run), yielding each batch's
     outcome. Batches with nothing to do record no run. ``pause`` seconds pass between
-    batches (throttling); ``should_stop`` is asked before each batch (Ctrl-C).
+    batches (throttling); ``should_stop`` is asked before each batch (Ctrl-C). Keyword
+    options are :class:`~authz_migration.orchestrator.Options`' (``batch_size``,
+    ``dry_run``, ``wait``, default False: a busy scope is skipped).
 
     Each batch takes its lock and re-reads the flags, so stopping, crashing or re-running at
     any point loses and duplicates nothing: a re-run simply finds less to do. A move whose
@@ -158,26 +171,15 @@ def run_in_batches(
     """
     if not 0 <= pause < float("inf"):  # NaN fails both comparisons
         raise ValueError(f"pause must be a finite number of seconds, at least 0 (got {pause!r})")
+    options = {"wait": False, **options, "max_batches": 1, "record_empty": False}
     first = True
     for move in moves:
         cursor = None
         while True:
-            if should_stop():
-                return
-            if not first and pause and not _pause(pause, should_stop):
-                return  # Ctrl-C during the pause: start nothing new
+            if should_stop() or not (first or _pause(pause, should_stop)):
+                return  # Ctrl-C, or Ctrl-C during the pause: start nothing new
             first = False
-            outcome = execute(
-                move,
-                trigger=trigger,
-                triggered_by=user,
-                batch_size=batch_size,
-                max_batches=1,
-                after=cursor,
-                dry_run=dry_run,
-                wait=wait,
-                record_empty=False,
-            )
+            outcome = execute(move, _options(trigger, user, {**options, "after": cursor}))
             yield outcome
             if outcome.status in (MigrationRun.Status.SKIPPED, MigrationRun.Status.FAILED):
                 break
@@ -214,15 +216,6 @@ def source_rows(moves: list[Move]) -> int:
     return sum(stores.count_source(m.selection, m.direction == FORWARD, m.until) for m in moves)
 
 
-def _directed(scope_type, key, selection, forward, force, trigger, user, options) -> Outcome:
-    if not force:
-        clashes = verify_module.scan(selection).contradictions(forward)
-        if clashes:
-            raise FlagContradiction(_direction(forward), clashes)
-    move = Move(_direction(forward), scope_type, key, follow_flags=False)
-    return execute(move, trigger=trigger, triggered_by=user, **options)
-
-
 def migrate_course(
     course_key: Any,
     forward: bool,
@@ -234,9 +227,8 @@ def migrate_course(
 ) -> Outcome:
     """Move one course's roles in one direction. Raises :class:`FlagContradiction` when that
     contradicts the course's effective flag, unless ``force``."""
-    course = normalize_course_key(course_key)
-    selection = Selection(courses=(course,))
-    return _directed(COURSE, course, selection, forward, force, trigger, user, options)
+    [move] = plan(_direction(forward), courses=[course_key], force=force)
+    return execute(move, _options(trigger, user, options))
 
 
 def migrate_org(
@@ -244,8 +236,8 @@ def migrate_org(
 ) -> Outcome:
     """Move every role of ``org`` in one direction. Raises :class:`FlagContradiction`, naming
     the courses, when that contradicts any course's effective flag, unless ``force``."""
-    org = validate_org(org)
-    return _directed(ORG, org, Selection(org=org), forward, force, trigger, user, options)
+    [move] = plan(_direction(forward), orgs=[org], force=force)
+    return execute(move, _options(trigger, user, options))
 
 
 def verify(

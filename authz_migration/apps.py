@@ -26,6 +26,7 @@ class AuthzMigrationConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the system checks and connects the receivers; never touches the database.
-        from . import checks, signals  # noqa: F401
+        # (Imported here: the modules import models, which are not loaded before ready().)
+        from . import checks, receivers  # noqa: F401
 
-        signals.connect_receivers()
+        receivers.connect()

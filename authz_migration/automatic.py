@@ -19,23 +19,28 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
-
-from . import flags, guard
-from .conf import get_setting, legacy_role_model
+from . import flags, verify
+from .conf import get_setting
 from .models import MigrationRun
-from .orchestrator import COURSE, FORWARD, INSTANCE, ORG, ROLLBACK, Move, Outcome, execute, record
+from .orchestrator import (
+    COURSE,
+    FORWARD,
+    INSTANCE,
+    ORG,
+    ROLLBACK,
+    Move,
+    Options,
+    Outcome,
+    execute_planned,
+    record,
+)
 from .roles import (
     InvalidCourseKey,
     InvalidOrg,
-    course_scope_key,
     normalize_course_key,
     org_of,
-    org_scope_prefix,
-    role_map,
     validate_org,
 )
-from .stores import CASBIN_PTYPE, SCOPE_PREFIX, casbin_rule_model
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +89,14 @@ def course_override_saved(instance: Any, created: bool) -> SaveResult | None:
     except InvalidCourseKey as exc:
         logger.warning("authz_migration: override %s not followed: %s", instance.pk, exc)
         return _remember(instance, SaveResult(None, reason=str(exc)))
-    with transaction.atomic(savepoint=False):
-        guard.acquire([guard.org_lock_key(org_of(course))])
-        transition = flags.course_transition(course, instance.pk)
-        if not transition.changed:
-            return _remember(instance, _unchanged(transition))
-        move = Move(
-            _direction(transition), COURSE, course, follow_flags=False, note=_note(transition)
-        )
-        return _finish(instance, transition, move)
+
+    def transition():
+        return flags.course_transition(course, instance.pk)
+
+    def move(change):
+        return Move(_direction(change), COURSE, course, follow_flags=False, note=_note(change))
+
+    return _follow(instance, org_of(course), transition, move)
 
 
 def org_override_saved(instance: Any, created: bool) -> SaveResult | None:
@@ -105,20 +109,40 @@ def org_override_saved(instance: Any, created: bool) -> SaveResult | None:
     except InvalidOrg as exc:
         logger.warning("authz_migration: override %s not followed: %s", instance.pk, exc)
         return _remember(instance, SaveResult(None, reason=str(exc)))
-    with transaction.atomic(savepoint=False):
-        guard.acquire([guard.org_lock_key(org)])
-        transition = flags.org_transition(org, instance.pk)
-        if not transition.changed:
-            return _remember(instance, _unchanged(transition))
-        move = Move(
-            _direction(transition),
+
+    def transition():
+        return flags.org_transition(org, instance.pk)
+
+    def move(change):
+        return Move(
+            _direction(change),
             ORG,
             org,
             follow_flags=False,
             exclude_pinned=True,
-            note=_note(transition),
+            note=_note(change),
         )
-        return _finish(instance, transition, move)
+
+    return _follow(instance, org, transition, move)
+
+
+def _follow(instance: Any, org: str, transition, move) -> SaveResult:
+    """Under ``org``'s lock, read what the save changed (``transition()``, from the committed
+    state plus the save's own row) and make the ``move(change)`` it calls for, if any."""
+    seen = []
+
+    def plan():
+        seen.append(transition())
+        return move(seen[-1]) if seen[-1].changed else None
+
+    options = Options(trigger=MigrationRun.Trigger.SIGNAL, triggered_by=_user(instance))
+    outcome = execute_planned(org, plan, options)
+    if outcome is None:
+        return _remember(instance, _unchanged(seen[-1]))
+    result = SaveResult(seen[-1], outcome)
+    if result.failed:
+        _compensate(instance, seen[-1], outcome)
+    return _remember(instance, result)
 
 
 def _direction(transition: flags.Transition) -> str:
@@ -136,16 +160,6 @@ def _unchanged(transition: flags.Transition) -> SaveResult:
         reason=f"the effective flag did not change (still {where}, from the "
         f"{transition.after.source}); nothing needed to move",
     )
-
-
-def _finish(instance: Any, transition: flags.Transition, move: Move) -> SaveResult:
-    outcome = execute(
-        move, trigger=MigrationRun.Trigger.SIGNAL, triggered_by=_user(instance), locked=True
-    )
-    result = SaveResult(transition, outcome)
-    if result.failed:
-        _compensate(instance, transition, outcome)
-    return _remember(instance, result)
 
 
 def _compensate(instance: Any, transition: flags.Transition, outcome: Outcome) -> None:
@@ -214,7 +228,7 @@ def global_flag_deleted(instance: Any) -> MigrationRun | None:
 
 
 def _report_global_change(name: str, before: bool, after: bool) -> MigrationRun | None:
-    if before == after or not get_setting("AUTOMATIC") or not _rows_left_behind(after):
+    if before == after or not get_setting("AUTOMATIC") or not verify.left_behind_by_global(after):
         return None
     move = Move(FORWARD if after else ROLLBACK, INSTANCE)
     message = (
@@ -226,8 +240,7 @@ def _report_global_change(name: str, before: bool, after: bool) -> MigrationRun 
         move,
         MigrationRun.Status.SKIPPED,
         {"reason": message, "action": "authz_migrate sync --all"},
-        trigger=MigrationRun.Trigger.GLOBAL_FLAG,
-        triggered_by=None,
+        Options(trigger=MigrationRun.Trigger.GLOBAL_FLAG),
     )
     reports = _global_reports.get()
     if reports is not None:
@@ -245,18 +258,3 @@ def global_flag_reports():
         yield reports
     finally:
         _global_reports.reset(token)
-
-
-def _rows_left_behind(authz_enabled: bool) -> bool:
-    """Whether any role whose flag follows the global flag (no enabled course or org override
-    of its own) sits in the system the global flag no longer names."""
-    pinned_courses, pinned_orgs = flags.overridden_keys()
-    if authz_enabled:
-        rows = legacy_role_model().objects.filter(role__in=list(role_map()))
-        rows = rows.exclude(course_id__in=list(pinned_courses)).exclude(org__in=list(pinned_orgs))
-        return rows.exists()
-    rows = casbin_rule_model().objects.filter(ptype=CASBIN_PTYPE, v2__startswith=SCOPE_PREFIX)
-    rows = rows.exclude(v2__in=[course_scope_key(c) for c in pinned_courses])
-    for org in pinned_orgs:
-        rows = rows.exclude(v2__startswith=org_scope_prefix(org))
-    return rows.exists()

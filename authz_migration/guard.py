@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router, transaction
 
 from .models import ScopeLock
 
@@ -32,7 +32,7 @@ def org_lock_key(org: str) -> str:
     return f"org:{org}"
 
 
-def ensure_lock_rows(keys: Iterable[str], using: str = "default") -> None:
+def ensure_lock_rows(keys: Iterable[str]) -> None:
     """Create missing lock rows, committed at once.
 
     On PostgreSQL and MariaDB no move transaction ever inserts a lock row: two transactions
@@ -42,6 +42,7 @@ def ensure_lock_rows(keys: Iterable[str], using: str = "default") -> None:
     (an override save). SQLite has one writer at a time: rows are created in place.
     """
     keys = sorted(set(keys))
+    using = router.db_for_write(ScopeLock)
     present = set(ScopeLock.objects.using(using).filter(key__in=keys).values_list("key", flat=True))
     missing = [key for key in keys if key not in present]
     if not missing:
@@ -76,20 +77,43 @@ def ensure_lock_rows(keys: Iterable[str], using: str = "default") -> None:
         side.close()
 
 
-def acquire(
-    org_keys: Iterable[str] = (), *, instance: bool = False, wait: bool = True, using="default"
-) -> None:
+def _keys(org: str | None) -> list[str]:
+    return [org_lock_key(org)] if org else []
+
+
+def prepare(org: str | None, *, instance: bool = False) -> None:
+    """Before the transaction of a move that will not wait: make sure its lock rows exist
+    (created in autocommit), so that :func:`hold` can lock them at once or fail at once."""
+    ensure_lock_rows([INSTANCE, *_keys(org)])
+
+
+def hold(org: str | None, *, instance: bool = False, wait: bool = True) -> None:
+    """Take the locks a move of ``org`` (or, with ``instance``, of the whole instance) needs,
+    until the caller's open transaction ends. With ``wait=False`` a busy scope raises
+    :class:`ScopeBusy` and leaves the transaction usable: the refused lock statement runs in
+    a savepoint of its own (a refused NOWAIT aborts its statement, and on PostgreSQL the
+    whole transaction unless a savepoint contains it)."""
+    keys = _keys(org)
+    if wait:
+        acquire(keys, instance=instance)
+        return
+    with transaction.atomic(using=router.db_for_write(ScopeLock)):
+        acquire(keys, instance=instance, wait=False)
+
+
+def acquire(org_keys: Iterable[str] = (), *, instance: bool = False, wait: bool = True) -> None:
     """Lock ``instance`` (exclusively when ``instance`` is True, else shared) and the given
-    org keys exclusively, in a fixed order. Must run inside ``transaction.atomic(using)``.
+    org keys exclusively, in a fixed order. Must run inside ``transaction.atomic()``.
 
     Raises :class:`ScopeBusy` when ``wait`` is False and a lock is held elsewhere.
     """
+    using = router.db_for_write(ScopeLock)
     connection = connections[using]
     org_keys = sorted(set(org_keys))
     wanted = {INSTANCE, *org_keys}
     try:
         if connection.vendor == "sqlite":
-            ensure_lock_rows(wanted, using=using)
+            ensure_lock_rows(wanted)
             _lock_sqlite(connection)
             return
         # Lock rows exist almost always: try to lock first, create only what was missing.
@@ -97,7 +121,7 @@ def acquire(
         # "org:orga" is the one "org:OrgA" locks (the unique key makes them one row), and
         # inserting "org:OrgA" from the side connection would wait on our own lock.
         if len(_lock_rows(connection, org_keys, instance, wait)) < len(wanted):
-            ensure_lock_rows(wanted, using=using)
+            ensure_lock_rows(wanted)
             _lock_rows(connection, org_keys, instance, wait)
     except DatabaseError as exc:
         if not wait and _is_lock_unavailable(exc):

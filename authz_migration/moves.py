@@ -10,6 +10,7 @@ None for an org-wide role.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import peer, placement
@@ -82,16 +83,8 @@ def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = Fals
         if result.count(verdict, row.role, lambda reason, row=row: placement.describe(row, reason))
     ]
     present = existing_casbin({target for _, target in planned})
-    moved, created = _write_then_delete(
-        result,
-        planned,
-        present,
-        dry_run=dry_run,
-        insert=insert_casbin,
-        reread=existing_casbin,
-        delete=delete_legacy,
-        scope=lambda row, target: target[2],
-    )
+    steps = _Steps(insert_casbin, existing_casbin, delete_legacy, lambda row, target: target[2])
+    moved, created = _write_then_delete(result, planned, present, steps, dry_run)
     if moved:
         peer.record_assignments((target for _, target in moved), created)
     result.casbin_added = created
@@ -124,30 +117,37 @@ def rollback_batch(rows: list[CasbinRow], decide: Decide, *, dry_run: bool = Fal
         peer.forget_assignments([(row.pk, row.v0, row.v1, row.v2) for row in sources])
         return delete_casbin([row.pk for row in sources])
 
-    moved, _ = _write_then_delete(
-        result,
-        planned,
-        present,
-        dry_run=dry_run,
-        insert=insert_legacy,
-        reread=lambda keys: existing_legacy(keys)[0],
-        delete=delete,
-        scope=lambda row, target: row.v2,
+    steps = _Steps(
+        insert_legacy,
+        lambda keys: existing_legacy(keys)[0],
+        delete,
+        lambda row, target: row.v2,
         in_key_order=True,
     )
+    moved, _ = _write_then_delete(result, planned, present, steps, dry_run)
     result.casbin_removed = [(row.v0, row.v1, row.v2) for row, _ in moved]
     return result
 
 
-def _write_then_delete(
-    result, planned, present, *, dry_run, insert, reread, delete, scope, in_key_order=False
-):
+@dataclass(frozen=True)
+class _Steps:
+    """A direction's statements: ``insert`` the targets (returns the count the database
+    reports), ``reread`` which targets exist, ``delete`` source rows, and the ``scope`` a
+    run names for a (row, target) pair. Targets are written in source order, or sorted with
+    ``in_key_order``: concurrent inserts into a unique index (the legacy table's) then take
+    its locks in the same order."""
+
+    insert: Callable
+    reread: Callable
+    delete: Callable
+    scope: Callable
+    in_key_order: bool = False
+
+
+def _write_then_delete(result, planned, present, steps: _Steps, dry_run: bool):
     """Write the targets that are missing, confirm them, then delete exactly the source rows
     whose target is confirmed. Returns the (row, target) pairs that moved and the targets
-    written, in the order written. Three statements at most; a dry run only counts.
-
-    Targets are written in source order, or sorted with ``in_key_order``: concurrent inserts
-    into a unique index (the legacy table's) then take its locks in the same order."""
+    written, in the order written. Three statements at most; a dry run only counts."""
     # A dict keeps source order (deterministic ids) where a set would not.
     wanted = dict.fromkeys(target for _, target in planned)
     missing = [target for target in wanted if target not in present]
@@ -157,22 +157,23 @@ def _write_then_delete(
         result.created = len(missing)
         result.moved = len(planned)
         return [], []
-    if in_key_order:
+    if steps.in_key_order:
         missing.sort()
-    inserted = insert(missing)
+    inserted = steps.insert(missing)
     # The statement's row count proves the targets exist; only a shortfall (a trigger that
     # silently skipped a row) costs a read to find out which.
     complete = inserted == len(missing)
     moved, created = planned, missing
     if not complete:
-        confirmed = reread(set(wanted))
+        confirmed = steps.reread(set(wanted))
         moved = [(row, target) for row, target in planned if target in confirmed]
         created = [target for target in missing if target in confirmed]
         for row, target in planned:
             if target not in confirmed:
                 result.problem(
-                    placement.TARGET_NOT_CONFIRMED, {"id": row.pk, "scope": scope(row, target)}
+                    placement.TARGET_NOT_CONFIRMED,
+                    {"id": row.pk, "scope": steps.scope(row, target)},
                 )
-    result.moved = delete([row for row, _ in moved])
+    result.moved = steps.delete([row for row, _ in moved])
     result.created = len(created)
     return moved, created

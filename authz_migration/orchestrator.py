@@ -1,8 +1,9 @@
 """Plan -> guard -> atomic move -> record the run -> after commit, notify.
 
 Modelled on Django's ``MigrationExecutor``: a :class:`Move` says what to do, :func:`execute`
-applies it. Every way in (override receiver, management command, Python API) goes through
-:func:`execute`, so every move is guarded and recorded the same way.
+applies it with :class:`Options`. Every way in (override receiver, management command, Python
+API, admin) goes through :func:`execute` or, to plan under the lock, :func:`execute_planned`,
+so every move is guarded and recorded the same way.
 
 Transactions: the lock, the run row and the move share one transaction (the caller's when
 there is one, as in an override save). The move itself runs in a savepoint: an unexpected
@@ -17,11 +18,11 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
 from . import flags, guard, moves, peer, placement
@@ -229,6 +230,56 @@ class _Decider:
         }
 
 
+@dataclass(frozen=True)
+class Options:
+    """How :func:`execute` applies a move; every way in passes one.
+
+    - ``trigger`` / ``triggered_by``: recorded with the run (the user, or None).
+    - ``dry_run``: read and report; nothing is written, run rows included.
+    - ``wait=False``: a busy scope yields a ``skipped`` run instead of waiting for it.
+    - ``record_empty=False``: a move that found nothing to move or report records no run.
+    - ``batch_size``: rows per batch (default ``AUTHZ_MIGRATION_BATCH_SIZE``);
+      ``max_batches`` bounds the work of one call, resumed with ``after=outcome.cursor``.
+    """
+
+    trigger: str
+    triggered_by: Any = None
+    dry_run: bool = False
+    wait: bool = True
+    record_empty: bool = True
+    batch_size: int | None = None
+    max_batches: int | None = None
+    after: int | None = None
+
+    def __post_init__(self):
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+
+def execute(move: Move, options: Options) -> Outcome:
+    """Apply ``move`` under its scope's lock and record it as a :class:`MigrationRun`.
+
+    Guarantees: overlapping moves never execute at once (:mod:`authz_migration.guard`); a
+    source row is deleted only once its target row is confirmed present; an unexpected error
+    leaves role data exactly as it was and records a ``failed`` run with the traceback. The
+    run row is written once, with its final status, in the move's transaction: a process
+    that dies mid-move leaves neither a half move nor a ``running`` row behind.
+    """
+    if options.dry_run:
+        return _apply(move, options)
+    outcome = _run(move.lock_org, move.scope_type == INSTANCE, lambda: move, options)
+    return outcome
+
+
+def execute_planned(org: str, plan: Callable[[], Move | None], options: Options) -> Outcome | None:
+    """Take ``org``'s lock, then ask ``plan`` (which reads the committed state it now sees)
+    for the move to make, and make it under the same lock, with :func:`execute`'s
+    guarantees. None when ``plan`` finds nothing to do. This is how an override save moves:
+    saves touching one org are serialized, and each decides from what the others committed
+    (docs/decisions/0007)."""
+    return _run(org, False, plan, options)
+
+
 # A run that owns its transaction is retried this many times when the database picks it
 # as a deadlock victim. Moves of different orgs are built not to deadlock with each other
 # (docs/decisions/0011); the retry covers what the app does not control, such as a host
@@ -237,20 +288,19 @@ class _Decider:
 DEADLOCK_RETRIES = 3
 
 
-def execute(move: Move, **options: Any) -> Outcome:
-    """Apply ``move`` and record it; see :func:`_execute` for the options and guarantees."""
-    connection = connections[options.get("using", "default")]
+def _run(org, instance, plan, options: Options):
+    connection = connections[router.db_for_write(MigrationRun)]
     own_transaction = not connection.in_atomic_block
     attempt = 0
     while True:
         retry = own_transaction and attempt < DEADLOCK_RETRIES
         try:
-            return _execute(move, raise_deadlock=retry, **options)
+            return _run_once(org, instance, plan, options, raise_deadlock=retry)
         except DatabaseError as exc:
             if not (retry and guard.is_deadlock(exc)):
                 raise
         attempt += 1
-        logger.warning("authz_migration: %s was a deadlock victim; retrying", move.describe())
+        logger.warning("authz_migration: a move of %s was a deadlock victim; retrying", org)
         time.sleep(0.05 * attempt)
 
 
@@ -270,104 +320,65 @@ def _read_committed_next(connection) -> None:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
-def _execute(
-    move: Move,
-    *,
-    raise_deadlock: bool = False,
-    trigger: str,
-    triggered_by: Any = None,
-    dry_run: bool = False,
-    wait: bool = True,
-    locked: bool = False,
-    record_empty: bool = True,
-    batch_size: int | None = None,
-    max_batches: int | None = None,
-    after: int | None = None,
-    using: str = "default",
-    progress: Callable[[Outcome], None] | None = None,
-) -> Outcome:
-    """Apply ``move`` and record it as a :class:`MigrationRun`.
-
-    Guarantees: overlapping moves never execute at once (:mod:`authz_migration.guard`); a
-    source row is deleted only once its target row is confirmed present; an unexpected error
-    leaves role data exactly as it was and records a ``failed`` run with the traceback.
-
-    - ``wait=False``: a busy scope yields a ``skipped`` run instead of waiting.
-    - ``locked=True``: the caller already holds the scope lock in its open transaction.
-    - ``record_empty=False``: a move that found nothing to move or report records no run.
-    - ``dry_run``: read and report; nothing is written, run rows included.
-    - ``max_batches`` bounds the work of one call; resume with ``after=outcome.cursor``.
-
-    The run row is written once, with its final status, in the move's transaction: a process
-    that dies mid-move leaves neither a half move nor a ``running`` row behind.
-    """
-    batch_size = batch_size or get_setting("BATCH_SIZE")
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    if dry_run:
-        return _apply(move, batch_size, max_batches, after, dry_run=True, progress=progress)
-
-    org_keys = [guard.org_lock_key(move.lock_org)] if move.lock_org else []
-    if not wait:
-        guard.ensure_lock_rows([guard.INSTANCE, *org_keys], using=using)
+def _run_once(org, instance, plan, options: Options, *, raise_deadlock: bool):
+    alias = router.db_for_write(MigrationRun)
+    if not options.wait:
+        guard.prepare(org, instance=instance)
     # Right before the transaction begins: in autocommit every statement is a transaction of
     # its own, and the level set applies to the next one.
-    _read_committed_next(connections[using])
+    _read_committed_next(connections[alias])
     # No savepoint of its own: an error outside the move (taking the lock, recording the run)
     # must abort the caller's transaction too, e.g. the override save it serves.
-    with transaction.atomic(using=using, savepoint=False):
-        if not locked:
-            try:
-                # A refused NOWAIT lock aborts the statement; inside a savepoint the
-                # transaction stays usable for recording the skipped run.
-                with transaction.atomic(using=using) if not wait else nullcontext():
-                    guard.acquire(
-                        org_keys, instance=move.scope_type == INSTANCE, wait=wait, using=using
-                    )
-            except guard.ScopeBusy as busy:
-                return _skipped(move, str(busy), trigger, triggered_by, using)
+    with transaction.atomic(using=alias, savepoint=False):
+        try:
+            guard.hold(org, instance=instance, wait=options.wait)
+        except guard.ScopeBusy as busy:
+            return _skipped(plan(), str(busy), options)
+        move = plan()
+        if move is None:
+            return None
         started = time.monotonic()
         try:
-            with transaction.atomic(using=using), peer.acting_as(triggered_by):
-                outcome = _apply(move, batch_size, max_batches, after, progress=progress)
+            with transaction.atomic(using=alias), peer.acting_as(options.triggered_by):
+                outcome = _apply(move, options)
         except Exception as exc:
             if raise_deadlock and guard.is_deadlock(exc):
-                raise  # the whole transaction rolls back and execute() tries again
+                raise  # the whole transaction rolls back and _run() tries again
             outcome = _failure(move, exc, started)
         else:
             outcome.metadata["duration_seconds"] = round(time.monotonic() - started, 4)
-        if record_empty or outcome.did_something:
+        if options.record_empty or outcome.did_something:
             try:
-                outcome.run = record(
-                    move, outcome.status, outcome.metadata, trigger, triggered_by, using
-                )
+                outcome.run = record(move, outcome.status, outcome.metadata, options, started)
             except DatabaseError:
                 if outcome.status != MigrationRun.Status.FAILED:
                     raise
                 # The transaction itself is gone (a dead connection, a deadlock victim):
                 # nothing can be recorded in it; the caller must see the original error.
                 raise outcome.error from None
-            transaction.on_commit(lambda: _notify(outcome), using=using)
+            transaction.on_commit(lambda: _notify(outcome), using=alias)
         return outcome
 
 
-def _skipped(move: Move, busy: str, trigger, triggered_by, using) -> Outcome:
+def _skipped(move: Move, busy: str, options: Options) -> Outcome:
     outcome = Outcome(
         move,
         MigrationRun.Status.SKIPPED,
         {"reason": f"scope busy: another move holds {busy}; run it again later"},
     )
     logger.info("authz_migration: %s skipped: %s", move.describe(), outcome.metadata["reason"])
-    outcome.run = record(move, outcome.status, outcome.metadata, trigger, triggered_by, using)
+    outcome.run = record(move, outcome.status, outcome.metadata, options)
     return outcome
 
 
-def _apply(move, batch_size, max_batches, after, *, dry_run=False, progress=None) -> Outcome:
+def _apply(move: Move, options: Options) -> Outcome:
+    batch_size = options.batch_size or get_setting("BATCH_SIZE")
+    max_batches, dry_run = options.max_batches, options.dry_run
     stats = _Stats(get_setting("METADATA_LIST_LIMIT"))
     decider = _Decider(move)
     legacy = move.direction == FORWARD
     selection = move.selection
-    cursor, finished = after, True
+    cursor, finished = options.after, True
     while True:
         if max_batches is not None and stats.batches >= max_batches:
             finished = False
@@ -379,8 +390,6 @@ def _apply(move, batch_size, max_batches, after, *, dry_run=False, progress=None
         batch = moves.forward_batch if legacy else moves.rollback_batch
         stats.add(batch(rows, decider.for_batch(rows, legacy), dry_run=dry_run))
         cursor = last
-        if progress is not None:
-            progress(Outcome(move, MigrationRun.Status.RUNNING, stats.metadata(), None, cursor))
         if count < batch_size:
             break  # a short batch is the last one: no need for an empty read to find out
     metadata = stats.metadata()
@@ -416,18 +425,23 @@ def _failure(move: Move, exc: Exception, started: float) -> Outcome:
 
 
 def record(
-    move: Move, status: str, metadata: dict, trigger: str, triggered_by=None, using="default"
+    move: Move, status: str, metadata: dict, options: Options, started: float | None = None
 ) -> MigrationRun:
-    """Write the run row of ``move`` with its final status."""
+    """Write the run row of ``move`` with its final status: the one writer of run rows. A
+    row means "this move was tried and this is how it ended"; ``created_at`` is when it
+    started (``started``, a ``time.monotonic()`` reading), ``completed_at`` when it ended."""
     metadata.update(move.note)
-    return MigrationRun.objects.using(using).create(
+    now = timezone.now()
+    begun = now if started is None else now - timedelta(seconds=time.monotonic() - started)
+    return MigrationRun.objects.create(
         migration_type=move.direction,
         scope_type=move.scope_type,
         scope_key=move.scope_key,
-        trigger=trigger,
-        triggered_by=triggered_by,
+        trigger=options.trigger,
+        triggered_by=options.triggered_by,
         status=status,
-        completed_at=timezone.now(),
+        created_at=begun,
+        completed_at=now,
         metadata=metadata,
     )
 

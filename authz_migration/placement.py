@@ -259,6 +259,11 @@ def flags_of(rows: list) -> Decide:
     """``decide`` by the effective flags of the courses and orgs of ``rows`` (legacy or
     Casbin rows), read in three queries: a sync or a scan over many orgs reads the flags of
     one batch at a time."""
+    return snapshot_of(rows).state
+
+
+def snapshot_of(rows: list) -> flags.FlagSnapshot:
+    """The flags of the courses and orgs that ``rows`` (legacy or Casbin) name."""
     orgs, courses = set(), set()
     if rows and isinstance(rows[0], LegacyRow):
         keys = {(row.course_id, "" if row.course_id else row.org) for row in rows}
@@ -271,4 +276,4 @@ def flags_of(rows: list) -> Decide:
             orgs.add(scope[0])
             if scope[1]:
                 courses.add(scope[1])
-    return flags.FlagSnapshot(orgs, courses).state
+    return flags.FlagSnapshot(orgs, courses)

@@ -117,3 +117,25 @@ def scan(selection: Selection, batch_size: int | None = None) -> Report:
     ):
         report.placements[(org, course)] = Placement(org, course, enabled, legacy_rows, casbin_rows)
     return report
+
+
+def left_behind_by_global(authz_enabled: bool, batch_size: int | None = None) -> bool:
+    """Whether a role that follows the global flag (its course and org have no enabled
+    override) sits, movable, in the system the global flag (now ``authz_enabled``) no
+    longer names. Reads that system's store in batches and stops at the first such row."""
+    batch_size = batch_size or get_setting("BATCH_SIZE")
+    read, classify = (
+        (read_legacy, placement.legacy_verdicts)
+        if authz_enabled
+        else (read_casbin, placement.casbin_verdicts)
+    )
+    for rows in _batches(read, Selection(everything=True), batch_size):
+        snapshot = placement.snapshot_of(rows)
+
+        def follows_global(org, course, snapshot=snapshot):
+            pinned = org in snapshot.orgs or (course is not None and course in snapshot.courses)
+            return None if pinned else snapshot.global_enabled
+
+        if any(v.kind == placement.MOVES for v in classify(rows, follows_global)):
+            return True
+    return False

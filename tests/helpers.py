@@ -70,9 +70,9 @@ def lock_rows_in_test_transaction(monkeypatch) -> None:
     from authz_migration import guard
     from authz_migration.models import ScopeLock
 
-    def ensure(keys, using="default"):
+    def ensure(keys):
         rows = [ScopeLock(key=key) for key in sorted(set(keys))]
-        ScopeLock.objects.using(using).bulk_create(rows, ignore_conflicts=True)
+        ScopeLock.objects.bulk_create(rows, ignore_conflicts=True)
 
     monkeypatch.setattr(guard, "ensure_lock_rows", ensure)
 

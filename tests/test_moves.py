@@ -15,7 +15,7 @@ from django.test import override_settings
 from authz_migration import api, moves, orchestrator
 from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun
-from authz_migration.orchestrator import FORWARD, ORG, ROLLBACK, Move
+from authz_migration.orchestrator import FORWARD, ORG, ROLLBACK, Move, Options
 from tests.helpers import (
     ROLE_MAP,
     ROLES,
@@ -435,12 +435,12 @@ def test_a_move_stopped_after_some_batches_resumes_where_it_stopped(make_user, g
         grant(user, C1, "staff")
     move = Move(FORWARD, ORG, ORG_A, follow_flags=False)
 
-    first = orchestrator.execute(move, trigger="api", batch_size=2, max_batches=2)
+    first = orchestrator.execute(move, Options(trigger="api", batch_size=2, max_batches=2))
 
     assert (first.finished, first.moved) == (False, 4)
     assert legacy_count() == 1
 
-    rest = orchestrator.execute(move, trigger="api", batch_size=2, after=first.cursor)
+    rest = orchestrator.execute(move, Options(trigger="api", batch_size=2, after=first.cursor))
 
     assert (rest.finished, rest.moved) == (True, 1)
     assert legacy_count() == 0
@@ -528,7 +528,9 @@ def test_org_move_excluding_pinned_courses_leaves_them_alone(
     course_override(C3, "on")
     org_override(ORG_A, "on")
 
-    out = orchestrator.execute(Move(FORWARD, ORG, ORG_A, exclude_pinned=True), trigger="api")
+    out = orchestrator.execute(
+        Move(FORWARD, ORG, ORG_A, exclude_pinned=True), Options(trigger="api")
+    )
 
     assert (out.status, out.moved) == (COMPLETED, 2)
     assert out.counts["excluded"] == 2
@@ -627,7 +629,7 @@ def test_metadata_lists_are_capped_across_batches(people, grant, org_override, c
     org_override(ORG_A, "on")
 
     out = orchestrator.execute(
-        Move(FORWARD, ORG, ORG_A, exclude_pinned=True), trigger="api", batch_size=4
+        Move(FORWARD, ORG, ORG_A, exclude_pinned=True), Options(trigger="api", batch_size=4)
     )
 
     assert out.status == PARTIAL
