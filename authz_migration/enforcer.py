@@ -22,10 +22,12 @@ from casbin.model.policy_op import PolicyOp
 from django.conf import settings
 
 from . import peer
+from .roles import ROLE_PTYPE
 
 logger = logging.getLogger(__name__)
 
-SECTION = PTYPE = "g"
+# pycasbin files role assignments under the model's "g" section, with ptype "g".
+SECTION = PTYPE = ROLE_PTYPE
 
 # False while a management command moves roles: its process serves no permission checks and
 # exits afterwards, and pycasbin updates an enforcer rule by rule, which over a whole instance

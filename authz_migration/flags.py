@@ -41,17 +41,20 @@ def _state_of(row: tuple[bool, str] | None) -> bool | None:
     return row[1] == OverrideChoice.ON
 
 
-def _newest(queryset, key_field: str, key: str, exclude_pk: Any = None):
+def _newest(queryset, key_field: str, key: str):
     """(enabled, override_choice) of the newest row whose key equals ``key`` exactly.
 
-    Keys are compared exactly, as the moves compare them: MariaDB's _ci collations would
-    otherwise let an override for ``orga`` apply to ``OrgA`` (docs/decisions/0006)."""
-    if exclude_pk is not None:
-        queryset = queryset.exclude(pk=exclude_pk)
+    Keys and the flag name are compared exactly, as the moves compare them: MariaDB's _ci
+    collations would otherwise let an override for ``orga`` apply to ``OrgA``, or one of
+    ``AUTHZ.enable_course_authoring`` to the watched flag (docs/decisions/0006)."""
     rows = queryset.order_by("-change_date", "-id").values_list(
-        key_field, "enabled", "override_choice"
+        "waffle_flag", key_field, "enabled", "override_choice"
     )
-    return next(((enabled, choice) for k, enabled, choice in rows if str(k) == key), None)
+    name = flag_name()
+    return next(
+        ((enabled, choice) for flag, k, enabled, choice in rows if flag == name and str(k) == key),
+        None,
+    )
 
 
 def global_state() -> bool:
@@ -63,35 +66,35 @@ def global_state() -> bool:
     return any(flag == name and everyone is True for flag, everyone in rows)
 
 
-def course_override_state(course_key: Any, *, exclude_pk: Any = None) -> bool | None:
+def course_override_state(course_key: Any) -> bool | None:
     """The course's own override: True/False when forced on/off, None when unset."""
     key = normalize_course_key(course_key)
     rows = course_override_model().objects.filter(waffle_flag=flag_name(), course_id=key)
-    return _state_of(_newest(rows, "course_id", key, exclude_pk))
+    return _state_of(_newest(rows, "course_id", key))
 
 
-def org_override_state(org: str, *, exclude_pk: Any = None) -> bool | None:
+def org_override_state(org: str) -> bool | None:
     """The org's override: True/False when forced on/off, None when unset."""
     org = validate_org(org)
     rows = org_override_model().objects.filter(waffle_flag=flag_name(), org=org)
-    return _state_of(_newest(rows, "org", org, exclude_pk))
+    return _state_of(_newest(rows, "org", org))
 
 
-def org_effective_state(org: str, *, exclude_pk: Any = None) -> EffectiveFlag:
+def org_effective_state(org: str) -> EffectiveFlag:
     """The state of every course of ``org`` without a course override, and of the org's
-    org-wide roles. ``exclude_pk`` leaves out one org override row ("before this save")."""
-    forced = org_override_state(org, exclude_pk=exclude_pk)
+    org-wide roles."""
+    forced = org_override_state(org)
     if forced is not None:
         return EffectiveFlag(forced, ORG_OVERRIDE)
     return EffectiveFlag(global_state(), GLOBAL_FLAG)
 
 
-def effective_state(course_key: Any, *, exclude_course_pk: Any = None) -> EffectiveFlag:
+def effective_state(course_key: Any) -> EffectiveFlag:
     """The effective flag of one course and where it comes from.
 
     Raises :class:`~authz_migration.roles.InvalidCourseKey` for a malformed key.
     """
-    forced = course_override_state(course_key, exclude_pk=exclude_course_pk)
+    forced = course_override_state(course_key)
     if forced is not None:
         return EffectiveFlag(forced, COURSE_OVERRIDE)
     return org_effective_state(org_of(course_key))
@@ -117,16 +120,17 @@ def _forced_keys(model, key_field: str, keys: set[str] | None = None, **filters)
     """key -> forced state, for the keys (all keys matching ``filters`` when None) whose
     newest override row of the flag is enabled. One query over the override history; keys
     are matched exactly, whatever the collation says."""
+    name = flag_name()
     rows = (
-        model.objects.filter(waffle_flag=flag_name(), **filters)
+        model.objects.filter(waffle_flag=name, **filters)
         .order_by(key_field, "-change_date", "-id")
-        .values_list(key_field, "enabled", "override_choice")
+        .values_list("waffle_flag", key_field, "enabled", "override_choice")
     )
     states: dict[str, bool] = {}
     seen: set[str] = set()
-    for key, enabled, choice in rows.iterator():
+    for flag, key, enabled, choice in rows.iterator():
         key = str(key)
-        if key in seen or (keys is not None and key not in keys):
+        if flag != name or key in seen or (keys is not None and key not in keys):
             continue
         seen.add(key)  # newest first within a key: its first row decides
         state = _state_of((enabled, choice))
@@ -186,11 +190,16 @@ def _two_newest(
 ) -> tuple[bool | None, bool | None, tuple | None]:
     """(state before, state after, previous row) of one override key, in one query: the two
     newest rows tell both, since only ``new_pk`` differs between the two views. Rows whose
-    key differs in letter case only (MariaDB _ci collations) are skipped."""
+    key or flag name differs in letter case only (MariaDB _ci collations) are skipped."""
     recent = queryset.order_by("-change_date", "-id").values_list(
-        "pk", key_field, "enabled", "override_choice"
+        "pk", "waffle_flag", key_field, "enabled", "override_choice"
     )[:8]
-    rows = [(pk, enabled, choice) for pk, k, enabled, choice in recent if str(k) == key][:2]
+    name = flag_name()
+    rows = [
+        (pk, enabled, choice)
+        for pk, flag, k, enabled, choice in recent
+        if flag == name and str(k) == key
+    ][:2]
     after = rows[0] if rows else None
     previous = next((r for r in rows if r[0] != new_pk), None)
     before_row = previous[1:] if previous else None

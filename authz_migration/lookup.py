@@ -15,8 +15,15 @@ from collections.abc import Iterable
 
 from .conf import course_override_model, legacy_role_model, org_override_model
 from .flags import flag_name
-from .roles import course_key_prefix, course_scope_key, org_scope_prefix, parse_scope, try_org_of
-from .stores import CASBIN_PTYPE, casbin_rule_model
+from .roles import (
+    ROLE_PTYPE,
+    course_key_prefix,
+    course_scope_key,
+    org_scope_prefix,
+    parse_scope,
+    try_org_of,
+)
+from .stores import casbin_rule_model
 
 # Spellings fetched per source: a hint names a few, never a list.
 _SAMPLE = 5
@@ -43,7 +50,7 @@ def _org_spellings(org: str, exact: bool) -> set[str]:
     found |= {o for o in map(try_org_of, courses) if o}
     scopes = _values(
         casbin_rule_model().objects.filter(
-            ptype=CASBIN_PTYPE, **{f"v2__{starts}": org_scope_prefix(org)}
+            ptype=ROLE_PTYPE, **{f"v2__{starts}": org_scope_prefix(org)}
         ),
         "v2",
     )
@@ -62,7 +69,7 @@ def _course_spellings(course: str, exact: bool) -> set[str]:
     )
     scopes = _values(
         casbin_rule_model().objects.filter(
-            ptype=CASBIN_PTYPE, **{f"v2__{eq}": course_scope_key(course)}
+            ptype=ROLE_PTYPE, **{f"v2__{eq}": course_scope_key(course)}
         ),
         "v2",
     )

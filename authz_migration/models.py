@@ -93,13 +93,6 @@ class FlagOverride(models.Model):
         choice = str(self.get_override_choice_display()).lower()
         return choice if self.enabled else _("not enabled (%(choice)s)") % {"choice": choice}
 
-    @property
-    def forces_on(self) -> bool | None:
-        """True/False when this row is an enabled override, None when it means "unset"."""
-        if not self.enabled:
-            return None
-        return self.override_choice == OverrideChoice.ON
-
 
 class CourseFlagOverride(FlagOverride):
     course_id = models.CharField(max_length=255, db_index=True)

@@ -397,7 +397,13 @@ def _apply(move: Move, options: Options) -> Outcome:
     split = decider.org_wide_split(stats.limit, stats.org_wide_roles)
     if split:
         metadata["org_wide_roles_split"] = split
-        logger.warning("authz_migration: org-wide roles of %s: %s", move.scope_key, split["note"])
+        logger.warning(
+            "authz_migration: org-wide roles of %s: %s: %s%s",
+            move.scope_key,
+            split["note"],
+            ", ".join(split["items"]),
+            f" and {split['more']} more" if split["more"] else "",
+        )
     status = (
         MigrationRun.Status.PARTIAL_SUCCESS
         if stats.problem_total

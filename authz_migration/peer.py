@@ -29,7 +29,13 @@ from django.db.models import CharField, F, IntegerField, Min, Q, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .roles import COURSE_KEY_PREFIX, SCOPE_NAMESPACE, SUBJECT_NAMESPACE, strip_namespace
+from .roles import (
+    COURSE_KEY_PREFIX,
+    ROLE_PTYPE,
+    SCOPE_NAMESPACE,
+    SUBJECT_NAMESPACE,
+    strip_namespace,
+)
 from .stores import CasbinKey, _in_params, _in_sql, _insert_rows
 
 logger = logging.getLogger(__name__)
@@ -61,7 +67,7 @@ def acting_as(user: Any):
 
 def rule_key(subject: str, role: str, scope: str) -> str:
     """openedx-authz's lookup key of a "g" rule written by this app (v3 empty)."""
-    return f"g,{subject},{role},{scope},"
+    return f"{ROLE_PTYPE},{subject},{role},{scope},"
 
 
 def rule_key_check():
@@ -121,7 +127,7 @@ def _rules_without_extension(targets: set[CasbinKey]) -> list[tuple[int, str, st
             f"SELECT r.id, r.v0, r.v1, r.v2 FROM {rule_table} r LEFT JOIN {ext_table} e "  # noqa: S608 (identifiers only)
             f"ON e.{rule_column} = r.id WHERE r.ptype = %s AND r.v3 = %s AND r.v4 = %s "
             f"AND r.v5 = %s AND r.v2 {v2_in} AND e.id IS NULL",
-            ["g", "", "", "", *_in_params(connection, scopes)],
+            [ROLE_PTYPE, "", "", "", *_in_params(connection, scopes)],
         )
         rows = cursor.fetchall()
     # Exact comparison: a _ci collation also returns rows equal but for letter case.

@@ -12,6 +12,8 @@ from typing import Any
 
 from .conf import get_setting
 
+#: The Casbin policy type of a role assignment ("grouping" rule): g, subject, role, scope.
+ROLE_PTYPE = "g"
 SUBJECT_NAMESPACE = "user^"
 ROLE_NAMESPACE = "role^"
 SCOPE_NAMESPACE = "course-v1^"

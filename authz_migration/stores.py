@@ -21,11 +21,13 @@ from django.db import connections, router
 from django.db.models import F, Q, Value
 
 from .conf import legacy_role_model
-from .roles import course_key_prefix, course_scope_key, org_scope_prefix
-
-CASBIN_PTYPE = "g"
-# Casbin scopes in the namespace this app writes; other "g" rows are not course roles.
-SCOPE_PREFIX = "course-v1^"
+from .roles import (
+    ROLE_PTYPE,
+    SCOPE_NAMESPACE,
+    course_key_prefix,
+    course_scope_key,
+    org_scope_prefix,
+)
 
 
 def casbin_rule_model():
@@ -42,11 +44,6 @@ class Selection:
     courses: tuple[str, ...] = ()
     org: str | None = None
     everything: bool = False
-
-    def describe(self) -> str:
-        if self.everything:
-            return "instance"
-        return self.org if self.org is not None else ", ".join(self.courses)
 
 
 # Rows are named tuples, not dataclasses: a batch builds thousands of them, and a tuple is
@@ -528,9 +525,9 @@ def _column(model, name: str) -> str:
 
 
 def _casbin_filter(selection: Selection) -> Q:
-    base = Q(ptype=CASBIN_PTYPE)
+    base = Q(ptype=ROLE_PTYPE)
     if selection.everything:
-        return base & Q(v2__startswith=SCOPE_PREFIX)
+        return base & Q(v2__startswith=SCOPE_NAMESPACE)
     if selection.org is not None:
         return base & Q(v2__startswith=org_scope_prefix(selection.org))
     return base & Q(v2__in=[course_scope_key(c) for c in selection.courses])
@@ -538,7 +535,7 @@ def _casbin_filter(selection: Selection) -> Q:
 
 def _casbin_matcher(selection: Selection):
     if selection.everything:
-        return lambda v2: v2.startswith(SCOPE_PREFIX)
+        return lambda v2: v2.startswith(SCOPE_NAMESPACE)
     if selection.org is not None:
         prefix = org_scope_prefix(selection.org)
         return lambda v2: v2.startswith(prefix)
@@ -575,14 +572,14 @@ def existing_casbin(keys: set[CasbinKey]) -> set[CasbinKey]:
     if not keys:
         return set()
     scopes = {k[2] for k in keys}
-    equal = {"ptype": CASBIN_PTYPE, "v3": "", "v4": "", "v5": ""}
+    equal = {"ptype": ROLE_PTYPE, "v3": "", "v4": "", "v5": ""}
     rows = _select_any(casbin_rule_model(), ("v0", "v1", "v2"), {"v2": scopes}, equal)
     return {tuple(row) for row in rows} & keys
 
 
 def insert_casbin(keys: list[CasbinKey]) -> int:
     """Insert Casbin role rows; returns how many the database reports inserted."""
-    constants = {"ptype": CASBIN_PTYPE, "v3": "", "v4": "", "v5": ""}
+    constants = {"ptype": ROLE_PTYPE, "v3": "", "v4": "", "v5": ""}
     return _insert_rows(casbin_rule_model(), ("v0", "v1", "v2"), keys, constants)
 
 

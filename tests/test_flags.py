@@ -219,54 +219,6 @@ def test_older_disabled_row_does_not_hide_newer_enabled_row(course_override, glo
     assert flags.effective_state(COURSE) == flags.EffectiveFlag(True, flags.COURSE_OVERRIDE)
 
 
-def test_exclude_course_pk_gives_the_state_before_this_save(
-    course_override, org_override, global_flag
-):
-    global_flag(False)
-    org_override(ORG, "on")
-    first = course_override(COURSE, "off")
-    second = course_override(COURSE, "off", enabled=False)
-
-    after = flags.effective_state(COURSE)
-    before = flags.effective_state(COURSE, exclude_course_pk=second.pk)
-    assert after == flags.EffectiveFlag(True, flags.ORG_OVERRIDE)
-    assert before == flags.EffectiveFlag(False, flags.COURSE_OVERRIDE)
-    assert flags.course_override_state(COURSE, exclude_pk=second.pk) is False
-    # Excluding an older row changes nothing: the newest row still decides.
-    assert flags.course_override_state(COURSE, exclude_pk=first.pk) is None
-
-
-def test_exclude_course_pk_of_the_only_row_falls_back_to_org_and_global(
-    course_override, global_flag
-):
-    global_flag(True)
-    only = course_override(COURSE, "off")
-    assert flags.effective_state(COURSE) == flags.EffectiveFlag(False, flags.COURSE_OVERRIDE)
-    assert flags.effective_state(COURSE, exclude_course_pk=only.pk) == flags.EffectiveFlag(
-        True, flags.GLOBAL_FLAG
-    )
-
-
-def test_exclude_org_pk_gives_the_state_before_this_save(org_override, global_flag):
-    global_flag(False)
-    first = org_override(ORG, "on")
-    second = org_override(ORG, "off")
-
-    assert flags.org_effective_state(ORG) == flags.EffectiveFlag(False, flags.ORG_OVERRIDE)
-    assert flags.org_effective_state(ORG, exclude_pk=second.pk) == flags.EffectiveFlag(
-        True, flags.ORG_OVERRIDE
-    )
-    assert flags.org_override_state(ORG, exclude_pk=second.pk) is True
-    # Excluding an older row changes nothing: the newest row still decides.
-    assert flags.org_override_state(ORG, exclude_pk=first.pk) is False
-
-
-def test_exclude_pk_of_an_older_row_changes_nothing(course_override):
-    older = course_override(COURSE, "on")
-    course_override(COURSE, "off")
-    assert flags.course_override_state(COURSE, exclude_pk=older.pk) is False
-
-
 # --- what must not apply --------------------------------------------------------------------
 
 

@@ -110,15 +110,6 @@ def test_newest_first_ordering(db, model):
     assert list(model.objects.values_list("pk", flat=True)) == rows[::-1]
 
 
-@pytest.mark.parametrize(
-    ("choice", "enabled", "expected"),
-    [("on", True, True), ("off", True, False), ("on", False, None), ("off", False, None)],
-)
-@pytest.mark.parametrize("model", [CourseFlagOverride, OrgFlagOverride])
-def test_forces_on(model, choice, enabled, expected):
-    assert _override(model, override_choice=choice, enabled=enabled).forces_on is expected
-
-
 def test_changed_by_is_not_editable_and_protected():
     field = CourseFlagOverride._meta.get_field("changed_by")
     assert field.editable is False

@@ -283,12 +283,7 @@ class Command(BaseCommand):
         action = options["action"]
         self.verbosity = options.get("verbosity", 1)
         if action == "status":
-            _check_numbers(options, _STATUS_NUMBERS)
-            if options.get("status") not in (None, *MigrationRun.Status.values):
-                raise _usage(f"argument --status: {options['status']!r} is not a run status")
-            if options.get("scope") is not None:
-                options["scope"] = _status_scope(options["scope"])
-            return self._status(options)
+            return self._status(_checked_status_options(options))
         if action != "verify":
             _check_numbers(options, _NUMBERS)
         courses, orgs = _checked_scopes(options["course"], options["org"])
@@ -302,14 +297,21 @@ class Command(BaseCommand):
                 self._say(1, f"warning: {warning}", err=True)
         if action == "verify":
             return self._verify(courses, orgs, everything, options)
-        try:
-            moves = api.plan(
+        moves = self._plan(action, courses, orgs, everything, options)
+        if action != "sync" and not options["dry_run"] and options["interactive"]:
+            # With --json, stdout carries one document only: ask on stderr.
+            self._confirm(
                 action,
-                courses=courses,
-                orgs=orgs,
-                everything=everything,
-                force=options.get("force", False),
+                moves,
+                options.get("force", False),
+                self.stderr if options["json"] else self.stdout,
             )
+        return self._move(action, moves, options)
+
+    def _plan(self, action, courses, orgs, everything, options):
+        force = options.get("force", False)
+        try:
+            moves = api.plan(action, courses=courses, orgs=orgs, everything=everything, force=force)
         except api.FlagContradiction as exc:
             raise CommandError(
                 exc.describe(
@@ -323,15 +325,7 @@ class Command(BaseCommand):
                 self._say(
                     2, f"planned: {move.direction} {scope_label(move.scope_type, move.scope_key)}"
                 )
-        if action != "sync" and not options["dry_run"] and options["interactive"]:
-            # With --json, stdout carries one document only: ask on stderr.
-            self._confirm(
-                action,
-                moves,
-                options.get("force", False),
-                self.stderr if options["json"] else self.stdout,
-            )
-        return self._move(action, moves, options)
+        return moves
 
     def _say(self, level: int, text: str, err: bool = False) -> None:
         if self.verbosity >= level:
@@ -388,31 +382,7 @@ class Command(BaseCommand):
         if progress is not None:
             progress.finish()
         code = self._exit_code(summary, stop.requested)
-        if as_json:
-            self.stdout.write(
-                json.dumps(
-                    {
-                        "action": action,
-                        "dry_run": dry_run,
-                        "exit_code": code,
-                        "interrupted": stop.requested,
-                        "moved": summary.moved,
-                        "statuses": dict(summary.statuses),
-                        "scopes": summary.rows(),
-                        "errors": summary.errors,
-                        "warnings": self.warnings,
-                    },
-                    indent=2,
-                )
-            )
-        else:
-            if self.verbosity >= 1:
-                for line in summary.lines():
-                    self.stdout.write(line)
-                verb = "Would move" if dry_run else "Moved"
-                self.stdout.write(f"{verb} {summary.moved} role rows.")
-            for error in dict.fromkeys(summary.errors):
-                self.stderr.write(error)
+        self._report(action, summary, code, stop.requested, options)
         if stop.requested:
             raise CommandError(
                 "interrupted after the current batch; run the same command again to continue",
@@ -420,6 +390,30 @@ class Command(BaseCommand):
             )
         if code:
             raise CommandError(_exit_text(code, summary, dry_run), returncode=code)
+
+    def _report(self, action, summary, code, interrupted, options) -> None:
+        dry_run = options["dry_run"]
+        if options["json"]:
+            document = {
+                "action": action,
+                "dry_run": dry_run,
+                "exit_code": code,
+                "interrupted": interrupted,
+                "moved": summary.moved,
+                "statuses": dict(summary.statuses),
+                "scopes": summary.rows(),
+                "errors": summary.errors,
+                "warnings": self.warnings,
+            }
+            self.stdout.write(json.dumps(document, indent=2))
+            return
+        if self.verbosity >= 1:
+            for line in summary.lines():
+                self.stdout.write(line)
+            verb = "Would move" if dry_run else "Moved"
+            self.stdout.write(f"{verb} {summary.moved} role rows.")
+        for error in dict.fromkeys(summary.errors):
+            self.stderr.write(error)
 
     @staticmethod
     def _exit_code(summary, interrupted):
@@ -538,6 +532,16 @@ def _verify_document(report, warnings) -> dict:
         },
         "warnings": warnings,
     }
+
+
+def _checked_status_options(options: dict) -> dict:
+    """``status``'s options, checked before any query (exit 2 on bad input)."""
+    _check_numbers(options, _STATUS_NUMBERS)
+    if options.get("status") not in (None, *MigrationRun.Status.values):
+        raise _usage(f"argument --status: {options['status']!r} is not a run status")
+    if options.get("scope") is not None:
+        options["scope"] = _status_scope(options["scope"])
+    return options
 
 
 def _exit_text(code: int, summary: Summary, dry_run: bool) -> str:
