@@ -266,9 +266,8 @@ def execute(move: Move, options: Options) -> Outcome:
     that dies mid-move leaves neither a half move nor a ``running`` row behind.
     """
     if options.dry_run:
-        return _apply(move, options)
-    outcome = _run(move.lock_org, move.scope_type == INSTANCE, lambda: move, options)
-    return outcome
+        return _apply(move, options)  # reads only: no lock, no run row
+    return _run(move.lock_org, move.scope_type == INSTANCE, lambda: move, options)
 
 
 def execute_planned(org: str, plan: Callable[[], Move | None], options: Options) -> Outcome | None:
