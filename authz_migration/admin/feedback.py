@@ -1,8 +1,9 @@
 """What the admin tells the user about role data: the messages after an override is saved
 (:class:`MigrationFeedbackMixin`), after the global flag is saved
 (:class:`GlobalFlagFeedbackMixin`) and after the "Verify" / "Sync now" actions
-(:func:`verify_messages`, :func:`outcome_message`); and the words and links they share with the
-admins' columns (the system a flag points to, the "run #N" link, short dates).
+(:func:`left_out_messages`, :func:`verify_messages`, :func:`sync_messages`); and the words and
+links they share with the admins' columns (the system a flag points to, the "run #N" link,
+short dates).
 
 The global-flag warning: waffle registers its ``FlagAdmin``; :func:`add_global_flag_feedback`
 replaces that registration with a subclass that collects the warnings
@@ -34,7 +35,7 @@ from ..orchestrator import FORWARD, Outcome
 from ..reporting import is_empty_pass
 
 # Lists in messages stop after this many entries ("and N more").
-MESSAGE_LIST_LIMIT = 20
+_MESSAGE_LIST_LIMIT = 20
 
 # --- shared words and links ---------------------------------------------------------------
 
@@ -231,6 +232,29 @@ def _not_enabled_note(obj) -> str:
 # --- after the "Verify" and "Sync now" actions --------------------------------------------
 
 
+def left_out_messages(watched: str, other_flags: set, invalid: set) -> list[tuple[str, int]]:
+    """(message, level) pairs for the selected rows an action leaves out: overrides of other
+    flags than ``watched``, and keys that are not valid."""
+    found = []
+    if other_flags:
+        found.append(
+            (
+                _("Left out: overrides of other flags than %(flag)s (%(others)s).")
+                % {"flag": watched, "others": ", ".join(sorted(other_flags))},
+                messages.INFO,
+            )
+        )
+    if invalid:
+        found.append(
+            (
+                _("Left out: keys that are not valid, so no roles can move for them: %(keys)s.")
+                % {"keys": ", ".join(sorted(invalid))},
+                messages.ERROR,
+            )
+        )
+    return found
+
+
 def verify_messages(report, scopes: str) -> list[tuple[str, int]]:
     """(message, level) pairs for a "Verify" of ``scopes`` (their names, joined): rows that
     cannot move, then the drift, or that there is none."""
@@ -264,7 +288,7 @@ def _drift_message(placements) -> str:
                 "where": system_name(not p.authz_enabled),
             },
         )
-        for p in placements[:MESSAGE_LIST_LIMIT]
+        for p in placements[:_MESSAGE_LIST_LIMIT]
     ]
     more = len(placements) - len(items)
     return format_html(
@@ -322,7 +346,7 @@ def _outcome_text(outcome: Outcome) -> tuple[str, int]:
     return text, _move_level(outcome)
 
 
-def outcome_message(request, outcome: Outcome) -> tuple[str, int]:
+def _outcome_message(request, outcome: Outcome) -> tuple[str, int]:
     """(message, level) for one run of "Sync now"."""
     move, counts = outcome.move, outcome.counts
     text, level = _outcome_text(outcome)
@@ -339,6 +363,21 @@ def outcome_message(request, outcome: Outcome) -> tuple[str, int]:
         reason=outcome.metadata.get("reason", ""),
     )
     return message, level
+
+
+def sync_messages(request, outcomes: list[Outcome]) -> list[tuple[str, int]]:
+    """(message, level) pairs for a "Sync now": one per run, up to a limit, then how many
+    more runs there are."""
+    found = [_outcome_message(request, outcome) for outcome in outcomes[:_MESSAGE_LIST_LIMIT]]
+    if len(outcomes) > _MESSAGE_LIST_LIMIT:
+        found.append(
+            (
+                _("… and %(count)d more runs, under Migration runs.")
+                % {"count": len(outcomes) - _MESSAGE_LIST_LIMIT},
+                messages.INFO,
+            )
+        )
+    return found
 
 
 # --- after the global flag is saved -------------------------------------------------------

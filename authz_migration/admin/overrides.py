@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Exists, OuterRef, Q
@@ -30,11 +30,11 @@ from ..models import MigrationRun
 from ..orchestrator import Outcome
 from ..roles import InvalidCourseKey, InvalidOrg, normalize_course_key, org_of, validate_org
 from .feedback import (
-    MESSAGE_LIST_LIMIT,
     MigrationFeedbackMixin,
+    left_out_messages,
     may_view_runs,
-    outcome_message,
     short_datetime,
+    sync_messages,
     verify_messages,
 )
 
@@ -169,8 +169,8 @@ class OrgKeyFilter(ScopeKeyFilter):
 
 
 class OverrideActionsMixin:
-    """The "Verify" and "Sync now" actions of :class:`~authz_migration.admin.FlagOverrideAdminMixin`
-    (which names them in ``override_actions`` and provides ``scope_field``)."""
+    """The "Verify" and "Sync now" actions of :class:`FlagOverrideAdminMixin` (which names them
+    in ``override_actions`` and provides ``scope_field``)."""
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -200,20 +200,8 @@ class OverrideActionsMixin:
                 invalid.add(str(key))
                 continue
             (courses if course else orgs).add(course or org)
-        if other_flags:
-            self.message_user(
-                request,
-                _("Left out: overrides of other flags than %(flag)s (%(others)s).")
-                % {"flag": watched, "others": ", ".join(sorted(other_flags))},
-                messages.INFO,
-            )
-        if invalid:
-            self.message_user(
-                request,
-                _("Left out: keys that are not valid, so no roles can move for them: %(keys)s.")
-                % {"keys": ", ".join(sorted(invalid))},
-                messages.ERROR,
-            )
+        for message, level in left_out_messages(watched, other_flags, invalid):
+            self.message_user(request, message, level)
         return sorted(courses), sorted(orgs)
 
     @admin.action(
@@ -246,20 +234,8 @@ class OverrideActionsMixin:
             outcomes += api.sync_course(course, **options)
         for org in orgs:
             outcomes += api.sync_org(org, **options)
-        for outcome in outcomes[:MESSAGE_LIST_LIMIT]:
-            self.report_outcome(request, outcome)
-        if len(outcomes) > MESSAGE_LIST_LIMIT:
-            self.message_user(
-                request,
-                _("… and %(count)d more runs, under Migration runs.")
-                % {"count": len(outcomes) - MESSAGE_LIST_LIMIT},
-                messages.INFO,
-            )
-
-    def report_outcome(self, request, outcome: Outcome) -> None:
-        """One message for one sync run, at the level its status deserves."""
-        message, level = outcome_message(request, outcome)
-        self.message_user(request, message, level)
+        for message, level in sync_messages(request, outcomes):
+            self.message_user(request, message, level)
 
 
 # --- the mixin ----------------------------------------------------------------------------
