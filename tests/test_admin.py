@@ -451,6 +451,16 @@ def test_sync_now_with_nothing_to_move_says_so_and_records_no_run(
     assert "(no run recorded)" in text
 
 
+def test_sync_now_of_many_scopes_stops_its_messages_after_twenty(client, login, org_override):
+    login(superuser=True)
+    rows = [org_override(f"Org{i:02d}", "off") for i in range(22)]
+    response = post_action(client, "orgflagoverride", "sync_scopes", rows)
+    found = msgs(response)
+    assert [level for level, _text in found] == ["info"] * 21
+    assert found[0][1].startswith("Sync of org Org00: nothing to move")
+    assert found[-1][1] == "… and 2 more runs, under Migration runs."
+
+
 def test_sync_now_of_an_org_with_a_course_pinned_the_other_way(
     client, login, roles, org_override, course_override
 ):

@@ -21,14 +21,12 @@ table (``student.CourseAccessRole``, ``waffle_utils.WaffleFlagCourseOverrideMode
 host's admin already shows that table and ours does not exist, so ours is registered only when
 it is not swapped.
 
-The modules: :mod:`.feedback` (the messages after a save), :mod:`.overrides` (the override
-admin mixin: permissions, form, changelist columns), :mod:`.actions` ("Verify", "Sync now"),
-:mod:`.global_flag` (the warning after a global flag save, on waffle's own flag admin),
-:mod:`.filters` (current row / key filters), :mod:`.keys` (override key parsing and
-validation), :mod:`.override_admins` (the app's own override admins), :mod:`.runs` (the run
-admin) and :mod:`.run_details` (what the run page shows), :mod:`.legacy_roles` (the legacy role
-table), :mod:`.common` (helpers they share). This module registers the admins and re-exports
-the names hosts and tests import from ``authz_migration.admin``.
+The modules: :mod:`.overrides` (the override admin mixin: permissions, form, key parsing,
+changelist columns and filters, "Verify" and "Sync now"; and the app's own override admins),
+:mod:`.runs` (the run admin and what its page shows), :mod:`.feedback` (what a save or an
+action tells the user, and the warning after a global flag save on waffle's own flag admin).
+This module holds the admin of the legacy role table, registers the admins and re-exports the
+names hosts and tests import from ``authz_migration.admin``.
 """
 
 from __future__ import annotations
@@ -36,22 +34,32 @@ from __future__ import annotations
 from django.contrib import admin
 
 from ..models import CourseAccessRole, CourseFlagOverride, MigrationRun, OrgFlagOverride
-from .feedback import MigrationFeedbackMixin
-from .filters import (
+from .feedback import GlobalFlagFeedbackMixin, MigrationFeedbackMixin, add_global_flag_feedback
+from .overrides import (
     SHOW_HISTORY,
+    CourseFlagOverrideAdmin,
     CourseKeyFilter,
     CurrentOverrideFilter,
+    FlagOverrideAdmin,
+    FlagOverrideAdminMixin,
+    OrgFlagOverrideAdmin,
     OrgKeyFilter,
     ScopeKeyFilter,
     current_rows,
     scope_field,
 )
-from .global_flag import GlobalFlagFeedbackMixin, add_global_flag_feedback
-from .legacy_roles import CourseAccessRoleAdmin
-from .override_admins import CourseFlagOverrideAdmin, FlagOverrideAdmin, OrgFlagOverrideAdmin
-from .overrides import FlagOverrideAdminMixin
-from .run_details import COUNT_ROWS, format_duration, run_report
-from .runs import MigrationRunAdmin
+from .runs import COUNT_ROWS, MigrationRunAdmin, format_duration, run_report
+
+
+class CourseAccessRoleAdmin(admin.ModelAdmin):
+    """The legacy role table, as Open edX's own admin shows it."""
+
+    list_display = ("id", "user", "org", "course_id", "role")
+    list_filter = ("role",)
+    search_fields = ("user__username", "org", "course_id", "role")
+    # A select of every user does not scale to a real site.
+    raw_id_fields = ("user",)
+
 
 __all__ = [
     "COUNT_ROWS",
