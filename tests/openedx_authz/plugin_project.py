@@ -13,6 +13,8 @@ import sys
 
 from edx_django_utils.plugins import add_plugins, get_plugin_apps, registry
 
+from tests.settings import MIDDLEWARE, TEMPLATES  # noqa: F401 (the test project's own)
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "edx_platform"))
 
 SECRET_KEY = "tests-only-not-secret"
@@ -31,24 +33,6 @@ INSTALLED_APPS = [
     "tests.openedx.student.apps.StudentConfig",
     "tests.openedx.waffle_utils.apps.WaffleUtilsConfig",
     "tests.openedx_authz.stubs.apps.StubsConfig",
-]
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
-MIDDLEWARE = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 OPENEDX_AUTHZ_COURSE_OVERVIEW_MODEL = "authz_stubs.CourseOverview"
 OPENEDX_AUTHZ_CONTENT_LIBRARY_MODEL = "authz_stubs.ContentLibrary"
