@@ -1,0 +1,306 @@
+"""The instance cutover (``api.cutover``, ``authz_migrate cutover``) and a global flip that
+pins instead of stranding courses (docs/decisions/0013), on every database.
+
+DESIGN.md, "Instance-wide cutover": at every committed instant every course's roles sit in
+the system its effective flag names; the cutover pins every org, flips the global flag and
+releases the orgs one transaction each, resumably; overrides an operator wrote are left
+alone.
+"""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from authz_migration import api, cutover, flags, moves, pins
+from authz_migration.conf import org_override_model
+from authz_migration.models import MigrationRun
+from tests.helpers import add_casbin_role, casbin_roles, legacy_roles
+
+ORGS = ["OrgA", "OrgB", "OrgC", "OrgD"]
+OPERATOR_ORG = "OrgD"  # forced off by an operator: keeps the legacy table
+PINNED_COURSE = "course-v1:OrgA+C1+R"  # forced off by its own override
+
+
+def course(org: str, number: int) -> str:
+    return f"course-v1:{org}+C{number}+R"
+
+
+@pytest.fixture
+def instance(make_user, grant, global_flag, org_override, course_override):
+    """Two courses with two roles each and one org-wide role in each of four orgs, all in
+    the legacy table with the global flag off; one org and one course forced off by an
+    operator."""
+    global_flag(False)
+    alice, bob = make_user("alice"), make_user("bob")
+    for org in ORGS:
+        for number in (0, 1):
+            grant(alice, course(org, number), "staff")
+            grant(bob, course(org, number), "instructor")
+        grant(alice, "", "staff", org=org)
+        grant(bob, course(org, 0), "finance_admin")  # not a course-authoring role
+    org_override(OPERATOR_ORG, "off", note="kept on legacy by the operator")
+    course_override(PINNED_COURSE, "off", note="kept on legacy by the operator")
+    return {"alice": alice, "bob": bob}
+
+
+def systems(scope: str) -> set[str]:
+    found = set()
+    if any(key[2] == scope and key[1] != "finance_admin" for key in legacy_roles()):
+        found.add("legacy")
+    if any(key[2] == scope for key in casbin_roles()):
+        found.add("casbin")
+    return found
+
+
+def all_roles():
+    return legacy_roles() + casbin_roles()
+
+
+def newest(org: str):
+    return flags.current_org_rows({org}).get(org)
+
+
+def steps_of(iterator) -> list[cutover.Step]:
+    return list(iterator)
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("automatic", [False, True], ids=["automatic-off", "automatic-on"])
+def test_cutover_moves_every_org_and_flips_the_global_flag(instance, automatic):
+    before = all_roles()
+    with override_settings(AUTHZ_MIGRATION_AUTOMATIC=automatic):
+        steps = steps_of(api.cutover(True))
+
+    assert flags.global_state() is True
+    assert api.verify(everything=True).drift == []
+    kinds = [(s.kind, s.org) for s in steps]
+    assert kinds[:2] == [("plan", ""), ("pinned", "")]
+    assert steps[1].detail["orgs"] == ["OrgA", "OrgB", "OrgC"]
+    assert [org for kind, org in kinds if kind == "released"] == ["OrgA", "OrgB", "OrgC"]
+    for org in ("OrgA", "OrgB", "OrgC"):
+        assert systems(course(org, 0)) == {"casbin"}
+        assert systems(f"org:{org}") == {"casbin"}
+    assert systems(PINNED_COURSE) == {"legacy"}  # its own override keeps it
+    assert systems(course(OPERATOR_ORG, 0)) == {"legacy"}  # the operator's org override too
+    assert all_roles() == before  # nothing lost, nothing duplicated
+    assert ("bob", "finance_admin", course("OrgA", 0)) in legacy_roles()
+    # The operator's rows are still the current ones; the cutover's are all released.
+    assert newest(OPERATOR_ORG)[2] == "kept on legacy by the operator"
+    assert flags.course_override_state(PINNED_COURSE) is False
+    assert cutover.progress() == {"released": 3, "pinned": []}
+    released = [s for s in steps if s.kind == "released" and s.org == "OrgB"][0]
+    assert released.run.metadata["cutover"]["parity"]["left_in_source"] == 0
+    assert released.run.metadata["cutover"]["parity"]["in_target"] == 5
+    assert released.run.status == "completed" and released.moved == 5
+
+
+def test_the_plan_lists_what_is_left_alone(instance):
+    plan = api.cutover_plan(True).describe()
+    assert plan["pin"] == ["OrgA", "OrgB", "OrgC"]
+    assert plan["operator_pinned_orgs"] == {OPERATOR_ORG: "legacy"}
+    assert plan["pinned_courses"]["items"] == [PINNED_COURSE]
+    # OrgA: C0's two roles and its org-wide role follow it; C1 is pinned.
+    assert plan["release"][0] == {"org": "OrgA", "legacy_rows": 3, "casbin_rows": 0}
+    assert plan["rows_to_move"] == 3 + 5 + 5
+
+
+def test_dry_run_changes_nothing(instance):
+    before = all_roles()
+    overrides = org_override_model().objects.count()
+    steps = steps_of(api.cutover(True, dry_run=True))
+    assert [s.kind for s in steps] == ["plan"]
+    assert all_roles() == before
+    assert org_override_model().objects.count() == overrides
+    assert flags.global_state() is False
+    assert MigrationRun.objects.count() == 0
+
+
+def test_an_interrupted_cutover_is_consistent_and_a_rerun_finishes_it(instance):
+    before = all_roles()
+    calls = []
+
+    def stop_after_one_release():
+        calls.append(1)
+        return len(calls) > 1
+
+    steps = steps_of(api.cutover(True, should_stop=stop_after_one_release))
+    assert [s.kind for s in steps] == ["plan", "pinned", "released", "interrupted"]
+    assert flags.global_state() is True
+    # At rest between two orgs: released orgs in Casbin, the others held on legacy.
+    assert api.verify(everything=True).drift == []
+    assert systems(course("OrgA", 0)) == {"casbin"}
+    assert systems(course("OrgB", 0)) == {"legacy"}
+    assert pins.is_pin(newest("OrgB"))
+
+    rerun = steps_of(api.cutover(True))
+    assert [s.kind for s in rerun] == ["plan", "released", "released"]
+    assert rerun[0].detail["pin"] == []  # nothing pinned twice
+    assert api.verify(everything=True).drift == []
+    assert all_roles() == before
+    # One pin and one release per org, never more.
+    for org in ("OrgA", "OrgB", "OrgC"):
+        assert org_override_model().objects.filter(org=org).count() == 2
+    assert steps_of(api.cutover(True))[0].detail["release"] == []  # a third run: no work
+
+
+def test_an_override_an_operator_saves_meanwhile_is_left_alone(instance, org_override):
+    steps_of(api.cutover(True, should_stop=iter([False, True]).__next__))
+    org_override("OrgB", "off", note="operator: keep OrgB on legacy for now")
+
+    steps = steps_of(api.cutover(True))
+
+    assert [(s.kind, s.org) for s in steps[1:]] == [("released", "OrgC")]
+    assert newest("OrgB")[2] == "operator: keep OrgB on legacy for now"
+    assert systems(course("OrgB", 0)) == {"legacy"}
+    assert api.verify(everything=True).drift == []
+
+
+def test_only_the_named_orgs_are_released(instance):
+    steps = steps_of(api.cutover(True, orgs=["OrgB"]))
+    assert [(s.kind, s.org) for s in steps[1:]] == [("pinned", ""), ("released", "OrgB")]
+    assert systems(course("OrgB", 0)) == {"casbin"}
+    assert systems(course("OrgA", 0)) == {"legacy"}
+    assert api.verify(everything=True).drift == []
+    assert cutover.progress()["pinned"] == ["OrgA", "OrgC"]
+
+
+def test_a_failed_org_stays_pinned_its_run_recorded_and_a_rerun_continues(instance, monkeypatch):
+    original = moves.forward_batch
+
+    def fail_for_org_b(rows, decide, dry_run=False):
+        if any(row.org == "OrgB" for row in rows):
+            raise RuntimeError("disk full")
+        return original(rows, decide, dry_run=dry_run)
+
+    monkeypatch.setattr(moves, "forward_batch", fail_for_org_b)
+    steps = steps_of(api.cutover(True))
+
+    assert [(s.kind, s.org) for s in steps[2:]] == [("released", "OrgA"), ("failed", "OrgB")]
+    failed = steps[-1].run
+    assert (failed.status, failed.scope_key, failed.migration_type) == ("failed", "OrgB", "forward")
+    assert "disk full" in failed.metadata["error"]
+    assert pins.is_pin(newest("OrgB"))  # still held, no compensating row left behind
+    assert systems(course("OrgB", 0)) == {"legacy"}
+    assert api.verify(everything=True).drift == []
+
+    monkeypatch.setattr(moves, "forward_batch", original)
+    rerun = steps_of(api.cutover(True))
+    assert [s.org for s in rerun if s.kind == "released"] == ["OrgB", "OrgC"]
+    assert api.verify(everything=True).drift == []
+
+
+def test_a_parity_mismatch_rolls_the_org_back(instance, monkeypatch):
+    monkeypatch.setattr(
+        cutover, "parity", lambda org: {"left_in_source": 1, "in_target": 0, "target": "casbin"}
+    )
+    steps = steps_of(api.cutover(True))
+    assert steps[-1].kind == "failed" and steps[-1].org == "OrgA"
+    assert "parity check failed for OrgA" in steps[-1].run.metadata["error"]
+    assert systems(course("OrgA", 0)) == {"legacy"}  # the move rolled back with the release
+    assert pins.is_pin(newest("OrgA"))
+    assert api.verify(everything=True).drift == []
+
+
+def test_cutover_back_to_legacy(instance):
+    before = all_roles()
+    steps_of(api.cutover(True))
+    steps_of(api.cutover(False))
+    assert flags.global_state() is False
+    assert api.verify(everything=True).drift == []
+    assert systems(course("OrgA", 0)) == {"legacy"}
+    assert all_roles() == before
+
+
+# --- a global flip ---------------------------------------------------------------------------
+
+
+def test_a_global_flip_pins_the_orgs_it_would_strand_and_moves_nothing(instance, global_flag):
+    add_casbin_role("alice", "course_staff", course("OrgE", 0))  # in Casbin before the flip
+    before = all_roles()
+    with override_settings(AUTHZ_MIGRATION_AUTOMATIC=True):
+        global_flag(True)
+
+    assert all_roles() == before  # nothing moved
+    (run,) = MigrationRun.objects.all()
+    assert (run.scope_type, run.status, run.trigger) == ("instance", "skipped", "global_flag")
+    # OrgE's only role is in Casbin already, OrgD is forced by the operator: not pinned.
+    assert run.metadata["pinned_orgs"]["items"] == ["OrgA", "OrgB", "OrgC"]
+    assert run.metadata["action"] == "authz_migrate cutover --to authz"
+    assert "authz_migrate cutover --to authz" in run.metadata["reason"]
+    assert not flags.is_authz_enabled(course("OrgA", 0))  # held on its previous state
+    assert flags.is_authz_enabled(course("OrgE", 0))
+    assert api.verify(everything=True).drift == []
+
+    with override_settings(AUTHZ_MIGRATION_AUTOMATIC=True):
+        steps = steps_of(api.cutover(True))
+    assert steps[0].detail["pin"] == []
+    assert [s.org for s in steps if s.kind == "released"] == ["OrgA", "OrgB", "OrgC"]
+    assert api.verify(everything=True).drift == []
+
+
+def test_a_global_flip_with_pins_turned_off_only_warns(instance, global_flag):
+    with override_settings(AUTHZ_MIGRATION_AUTOMATIC=True, AUTHZ_MIGRATION_GLOBAL_FLIP_PINS=False):
+        global_flag(True)
+    (run,) = MigrationRun.objects.all()
+    assert "pinned_orgs" not in run.metadata
+    assert cutover.progress() == {"released": 0, "pinned": []}
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def command(*args) -> str:
+    out = StringIO()
+    call_command("authz_migrate", "cutover", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_the_command_cuts_over_and_reports_in_json(instance):
+    document = json.loads(command("--to", "authz", "--no-input", "--json"))
+    assert document["exit_code"] == 0
+    assert document["pinned"] == ["OrgA", "OrgB", "OrgC"]
+    assert [r["org"] for r in document["released"]] == ["OrgA", "OrgB", "OrgC"]
+    assert document["moved"] == 13
+    assert document["plan"]["operator_pinned_orgs"] == {"OrgD": "legacy"}
+    assert api.verify(everything=True).drift == []
+
+
+def test_the_command_prints_progress_and_a_dry_run_changes_nothing(instance):
+    text = command("--to", "authz", "--dry-run")
+    assert "Cutover to authz: global flag off -> on; 3 org(s) to pin" in text
+    assert "OrgD: forced to legacy by an operator's override: left alone" in text
+    assert PINNED_COURSE in text
+    assert "Dry run: nothing changed." in text
+    assert flags.global_state() is False
+
+    text = command("--to", "authz", "--no-input")
+    assert "OrgB: released, moved 5 role row(s)" in text
+    assert "Cutover done: moved 13 role row(s)." in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--to", "casbin"), ("--to", "authz", "--sleep", "-1"), ("--to", "authz", "--org", "a b")],
+)
+def test_the_command_refuses_bad_input_with_exit_2(instance, args):
+    with pytest.raises(CommandError) as raised:
+        call_command("authz_migrate", "cutover", *args, "--no-input", stdout=StringIO())
+    assert raised.value.returncode == 2
+
+
+def test_the_command_exits_1_on_a_failed_org(instance, monkeypatch):
+    def fail(rows, decide, dry_run=False):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(moves, "forward_batch", fail)
+    with pytest.raises(CommandError) as raised:
+        command("--to", "authz", "--no-input")
+    assert raised.value.returncode == 1
+    assert "run the same command again" in str(raised.value)
