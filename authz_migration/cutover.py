@@ -146,7 +146,8 @@ def run(the_plan: Plan, options: RunOptions) -> Iterator[Step]:
         pinned = pin_and_flip(the_plan.to_authz, the_plan.to_pin, options.user)
         yield Step(PINNED, detail={"orgs": pinned, "global_flag": the_plan.to_authz})
     for index, org in enumerate(the_plan.to_release):
-        if options.should_stop() or (index and not options.pause()):
+        # Between two orgs the pause asks should_stop() itself (Ctrl-C during a --sleep).
+        if not (options.pause() if index else not options.should_stop()):
             yield Step(INTERRUPTED, detail={"left": the_plan.to_release[index:]})
             return
         step = release(org, options.trigger, options.user)

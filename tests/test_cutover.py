@@ -10,16 +10,28 @@ alone.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.test import override_settings
 
 from authz_migration import api, cutover, flags, moves, pins
-from authz_migration.conf import org_override_model
+from authz_migration.conf import legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
-from tests.helpers import add_casbin_role, casbin_roles, legacy_roles
+from tests.helpers import (
+    SAFETY_NET,
+    add_casbin_role,
+    casbin_roles,
+    duplicate_casbin_rows,
+    in_thread,
+    legacy_roles,
+    make_users,
+)
+from tests.test_command_kill import TIMEOUT, Child, wait_until_locks_are_free
 
 ORGS = ["OrgA", "OrgB", "OrgC", "OrgD"]
 OPERATOR_ORG = "OrgD"  # forced off by an operator: keeps the legacy table
@@ -304,3 +316,122 @@ def test_the_command_exits_1_on_a_failed_org(instance, monkeypatch):
         command("--to", "authz", "--no-input")
     assert raised.value.returncode == 1
     assert "run the same command again" in str(raised.value)
+
+
+# --- beside a live cutover (PostgreSQL and MariaDB) -----------------------------------------
+
+MANY_ORGS = [f"Org{n:02d}" for n in range(30)]
+
+
+@pytest.fixture
+def many_orgs(server_db, global_flag, org_override, course_override):
+    """Thirty orgs, two courses of three roles and one org-wide role each, in the legacy
+    table, committed (the tests below are transactional); one org forced off by an operator,
+    one course forced off by its own override."""
+    global_flag(False)
+    users = make_users("live", 3)
+    model = legacy_role_model()
+    rows = []
+    for org in MANY_ORGS:
+        for number in (0, 1):
+            rows += [
+                model(user=u, org=org, course_id=course(org, number), role=r)
+                for u, r in zip(users, ("staff", "instructor", "beta_testers"), strict=True)
+            ]
+        rows.append(model(user=users[0], org=org, course_id="", role="staff"))
+    model.objects.bulk_create(rows)
+    org_override(MANY_ORGS[3], "off", note="operator")
+    course_override(course(MANY_ORGS[5], 1), "off", note="operator")
+    assert api.verify(everything=True).drift == []
+    return all_roles()
+
+
+def snapshot_drift() -> list[str]:
+    """Scopes whose roles sit in the wrong system, read from one consistent snapshot (a
+    REPEATABLE READ transaction: the flags and both stores as of one instant)."""
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:  # applies to the next transaction
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return [p.scope for p in api.verify(everything=True).drift]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_no_snapshot_during_a_cutover_finds_a_course_in_the_wrong_system(many_orgs):
+    # Between two releases the cutover waits until a snapshot has been checked (an event,
+    # not a sleep); a second checker reads snapshots freely, during the releases too.
+    released, checked, done = threading.Event(), threading.Event(), threading.Event()
+
+    def between_releases():
+        released.set()
+        if not checked.wait(SAFETY_NET):
+            raise AssertionError("the checker did not answer")
+        checked.clear()
+        return False
+
+    free_samples: list = []
+
+    def free_checker():
+        while not done.is_set():
+            free_samples.append(snapshot_drift())
+
+    checker, checker_box = in_thread(free_checker)
+    worker, box = in_thread(lambda: list(api.cutover(True, should_stop=between_releases)))
+    paced = []
+    while worker.is_alive():
+        if released.wait(0.05):
+            released.clear()
+            paced.append(snapshot_drift())
+            checked.set()
+    worker.join()
+    done.set()
+    checker.join(SAFETY_NET)
+
+    assert "error" not in box, box.get("error")
+    assert "error" not in checker_box, checker_box.get("error")
+    steps = box["result"]
+    assert len([s for s in steps if s.kind == "released"]) == len(MANY_ORGS) - 1
+    assert len(paced) == len(MANY_ORGS) - 1  # after the pins, then after each release
+    assert [d for d in paced if d] == []
+    assert free_samples and [d for d in free_samples if d] == []
+    assert snapshot_drift() == []
+    assert flags.global_state() is True
+    assert all_roles() == many_orgs
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigkill_mid_cutover_and_a_rerun_finish_with_nothing_lost(many_orgs, tmp_path):
+    # The child stops inside the third org's release (its run row written, uncommitted).
+    child = Child(
+        tmp_path, "cutover", pause_at=3, command=["cutover", "--to", "authz", "--no-input"]
+    )
+    try:
+        child.wait_until_inside_a_batch()
+        child.process.send_signal(signal.SIGKILL)
+        child.process.wait(TIMEOUT)
+    finally:
+        child.close()
+    assert child.process.returncode == -signal.SIGKILL
+    wait_until_locks_are_free()
+
+    # Two orgs released and committed, the third rolled back with the kill: still pinned.
+    assert flags.global_state() is True
+    assert cutover.progress()["released"] == 2
+    assert snapshot_drift() == []
+    assert all_roles() == many_orgs
+    assert not MigrationRun.objects.exclude(status="completed").exists()
+
+    steps = list(api.cutover(True))
+    assert steps[0].detail["pin"] == []
+    assert len([s for s in steps if s.kind == "released"]) == len(MANY_ORGS) - 3
+    assert snapshot_drift() == []
+    assert all_roles() == many_orgs
+    assert duplicate_casbin_rows() == []
+    for org in MANY_ORGS:
+        if org != MANY_ORGS[3]:
+            assert org_override_model().objects.filter(org=org).count() == 2  # a pin, a release
