@@ -256,9 +256,17 @@ def parity(org: str) -> dict:
 
 
 def progress() -> dict:
-    """Orgs the cutover has released and orgs it still holds (one query over the org
-    override history)."""
+    """Orgs the cutover has released, orgs it still holds (pins of a global flip included),
+    and the role rows its releases moved: one query over the org override history, one over
+    the runs that carry a parity proof."""
     current = flags.current_org_rows()
     cutover_rows = {org: row for org, row in current.items() if pins.is_cutover_row(row)}
     held = sorted(org for org, row in cutover_rows.items() if row[0])
-    return {"released": len(cutover_rows) - len(held), "pinned": held}
+    runs = MigrationRun.objects.filter(metadata__has_key="cutover", status__in=_MOVED)
+    moved = sum(
+        m.get("counts", {}).get("moved", 0) for m in runs.values_list("metadata", flat=True)
+    )
+    return {"released": len(cutover_rows) - len(held), "pinned": held, "rows_moved": moved}
+
+
+_MOVED = (MigrationRun.Status.COMPLETED, MigrationRun.Status.PARTIAL_SUCCESS)

@@ -106,7 +106,7 @@ def test_cutover_moves_every_org_and_flips_the_global_flag(instance, automatic):
     # The operator's rows are still the current ones; the cutover's are all released.
     assert newest(OPERATOR_ORG)[2] == "kept on legacy by the operator"
     assert flags.course_override_state(PINNED_COURSE) is False
-    assert cutover.progress() == {"released": 3, "pinned": []}
+    assert cutover.progress() == {"released": 3, "pinned": [], "rows_moved": 13}
     released = [s for s in steps if s.kind == "released" and s.org == "OrgB"][0]
     assert released.run.metadata["cutover"]["parity"]["left_in_source"] == 0
     assert released.run.metadata["cutover"]["parity"]["in_target"] == 5
@@ -262,7 +262,7 @@ def test_a_global_flip_with_pins_turned_off_only_warns(instance, global_flag):
         global_flag(True)
     (run,) = MigrationRun.objects.all()
     assert "pinned_orgs" not in run.metadata
-    assert cutover.progress() == {"released": 0, "pinned": []}
+    assert cutover.progress() == {"released": 0, "pinned": [], "rows_moved": 0}
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -435,3 +435,20 @@ def test_sigkill_mid_cutover_and_a_rerun_finish_with_nothing_lost(many_orgs, tmp
     for org in MANY_ORGS:
         if org != MANY_ORGS[3]:
             assert org_override_model().objects.filter(org=org).count() == 2  # a pin, a release
+
+
+def test_status_shows_the_cutovers_progress(instance):
+    list(api.cutover(True, orgs=["OrgB"]))
+    out = StringIO()
+    call_command("authz_migrate", "status", stdout=out)
+    assert (
+        "Cutover: 1 org(s) released (5 role row(s) moved), 2 still pinned: OrgA, OrgC; "
+        "`authz_migrate cutover --to authz|legacy` releases them." in out.getvalue()
+    )
+    out = StringIO()
+    call_command("authz_migrate", "status", "--json", stdout=out)
+    assert json.loads(out.getvalue())["cutover"] == {
+        "released": 1,
+        "pinned": ["OrgA", "OrgC"],
+        "rows_moved": 5,
+    }

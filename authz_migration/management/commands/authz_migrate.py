@@ -577,9 +577,12 @@ class Command(BaseCommand):
             }
             for r in runs
         ]
+        progress = cutover.progress()
         if options["json"]:
-            self.stdout.write(json.dumps({"runs": records}, indent=2))
+            self.stdout.write(json.dumps({"runs": records, "cutover": progress}, indent=2))
             return
+        if progress["released"] or progress["pinned"]:
+            self.stdout.write(_cutover_progress_line(progress))
         # The listing is what status is for: printed at every verbosity.
         if not records:
             self.stdout.write("No runs.")
@@ -682,6 +685,18 @@ def _cutover_plan_lines(plan: dict) -> list[str]:
             f"{', '.join(courses['items'])}{more}"
         )
     return lines
+
+
+def _cutover_progress_line(progress: dict) -> str:
+    held = progress["pinned"]
+    names = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+    line = (
+        f"Cutover: {progress['released']} org(s) released ({progress['rows_moved']} role "
+        f"row(s) moved), {len(held)} still pinned"
+    )
+    if held:
+        line += f": {names}; `authz_migrate cutover --to authz|legacy` releases them"
+    return line + "."
 
 
 def _cutover_exit(steps, dry_run: bool) -> tuple[int, str]:
