@@ -452,3 +452,33 @@ def test_status_shows_the_cutovers_progress(instance):
         "pinned": ["OrgA", "OrgC"],
         "rows_moved": 5,
     }
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_mid_cutover_finishes_the_org_exits_130_and_a_rerun_finishes(many_orgs, tmp_path):
+    # Ctrl-C while the child is inside the second org's release: that org finishes, no
+    # other starts.
+    child = Child(
+        tmp_path, "cutover", pause_at=2, command=["cutover", "--to", "authz", "--no-input"]
+    )
+    try:
+        child.wait_until_inside_a_batch()
+        child.process.send_signal(signal.SIGINT)
+        child.let_the_batch_finish()
+        child.process.wait(TIMEOUT)
+    finally:
+        child.close()
+    output = child.out.read_text() + child.err.read_text()
+    assert child.process.returncode == 130, output
+    assert "interrupted between two orgs" in output
+    assert "Traceback" not in output
+    assert cutover.progress()["released"] == 2
+    assert snapshot_drift() == []
+
+    out = StringIO()
+    call_command("authz_migrate", "cutover", "--to", "authz", "--no-input", stdout=out)
+    assert "Cutover done" in out.getvalue()
+    assert snapshot_drift() == []
+    assert all_roles() == many_orgs
+    assert cutover.progress()["pinned"] == []
