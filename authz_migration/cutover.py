@@ -200,8 +200,9 @@ def release(org: str, trigger: str, user: Any = None) -> Step:
     On a failed move or a parity mismatch all of it rolls back (the org stays pinned, its
     roles untouched) and a ``failed`` run is recorded. An org whose newest override is no
     longer the cutover's pin (an operator saved one) is left alone."""
+    alias = router.db_for_write(org_override_model())
     try:
-        with transaction.atomic(using=router.db_for_write(org_override_model())):
+        with transaction.atomic(using=alias):
             guard.hold(org)  # an operator's save of this org waits, or is seen here
             current = flags.current_org_rows({org}).get(org)
             if not pins.is_pin(current):
@@ -225,6 +226,10 @@ def release(org: str, trigger: str, user: Any = None) -> Step:
             Options(trigger=trigger, triggered_by=user),
         )
         return Step(FAILED, org, {"error": stop.metadata.get("error", "")}, run=failed)
+    if outcome is not None and not transaction.get_connection(alias).in_atomic_block:
+        # Committed, and the enforcers told (on commit): the Casbin rows it carried are not
+        # needed any more, and a cutover of a million roles must not keep them all.
+        outcome.casbin_added, outcome.casbin_removed = [], []
     return Step(RELEASED, org, proof, run=outcome.run if outcome else None, outcome=outcome)
 
 
