@@ -216,6 +216,7 @@ def release(org: str, trigger: str, user: Any = None) -> Step:
             if outcome is not None and proof["left_in_source"]:
                 raise _Stop(outcome.move, _mismatch(org, proof, outcome))
             if outcome is not None and outcome.run is not None:
+                proof["moved"] = outcome.moved
                 outcome.run.metadata["cutover"] = {"parity": proof}
                 outcome.run.save(update_fields=["metadata"])
     except _Stop as stop:
@@ -244,16 +245,16 @@ def _mismatch(org: str, proof: dict, outcome: Outcome) -> dict:
 
 
 def parity(org: str) -> dict:
-    """Where the roles that follow ``org`` (its org-wide roles, its courses without their
-    own override) sit now, as :mod:`placement` says: ``left_in_source`` must be 0. Rows
-    that cannot move are counted apart, by reason."""
-    report = verify.scan(Selection(org=org))
-    pinned = flags.pinned_courses(org)
+    """What is left of the roles that follow ``org`` (its org-wide roles, its courses
+    without their own override) in the store its flag no longer names, as :mod:`placement`
+    says: ``left_in_source`` must be 0. Rows that cannot move are counted apart, by reason.
+    Only the source store is read: the rows the move wrote are counted by its run."""
     state = flags.org_effective_state(org).enabled
+    report = verify.scan(Selection(org=org), sides=verify.sides(legacy=state, casbin=not state))
+    pinned = flags.pinned_courses(org)
     follows = [p for p in report.placements.values() if p.course not in pinned]
     return {
         "target": _system(state),
-        "in_target": sum(p.casbin_rows if state else p.legacy_rows for p in follows),
         "left_in_source": sum(p.legacy_rows if state else p.casbin_rows for p in follows),
         "cannot_move": dict(report.cannot_move),
         "pinned_courses_left_alone": len(pinned),

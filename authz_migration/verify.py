@@ -98,6 +98,11 @@ _SIDES = (
 )
 
 
+def sides(legacy: bool = True, casbin: bool = True) -> tuple:
+    """The stores a :func:`scan` reads: the legacy table, ``casbin_rule``, or both."""
+    return tuple(side for side, wanted in zip(_SIDES, (legacy, casbin), strict=True) if wanted)
+
+
 def scan(selection: Selection, batch_size: int | None = None, sides=_SIDES) -> Report:
     """Count, per course and org-wide scope, the movable rows in each system (``sides``:
     both, or one), and the rows that cannot move, by reason."""
@@ -161,8 +166,7 @@ def org_census(legacy: bool = True, casbin: bool = True) -> dict[str, OrgRoles]:
     """org -> the roles that follow its state, in the stores asked for, as :func:`scan`
     (that is, :mod:`placement`) counts them; orgs with none are left out. Rows that cannot
     move and roles outside the map are not counted."""
-    sides = tuple(side for side, wanted in zip(_SIDES, (legacy, casbin), strict=True) if wanted)
-    report = scan(Selection(everything=True), sides=sides)
+    report = scan(Selection(everything=True), sides=sides(legacy, casbin))
     pinned_courses, _ = flags.overridden_keys()
     census: dict[str, OrgRoles] = defaultdict(OrgRoles)
     for (org, course), found in report.placements.items():

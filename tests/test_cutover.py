@@ -109,7 +109,7 @@ def test_cutover_moves_every_org_and_flips_the_global_flag(instance, automatic):
     assert cutover.progress() == {"released": 3, "pinned": [], "rows_moved": 13}
     released = [s for s in steps if s.kind == "released" and s.org == "OrgB"][0]
     assert released.run.metadata["cutover"]["parity"]["left_in_source"] == 0
-    assert released.run.metadata["cutover"]["parity"]["in_target"] == 5
+    assert released.run.metadata["cutover"]["parity"]["moved"] == 5
     assert released.run.status == "completed" and released.moved == 5
 
 
@@ -209,9 +209,7 @@ def test_a_failed_org_stays_pinned_its_run_recorded_and_a_rerun_continues(instan
 
 
 def test_a_parity_mismatch_rolls_the_org_back(instance, monkeypatch):
-    monkeypatch.setattr(
-        cutover, "parity", lambda org: {"left_in_source": 1, "in_target": 0, "target": "casbin"}
-    )
+    monkeypatch.setattr(cutover, "parity", lambda org: {"left_in_source": 1, "target": "casbin"})
     steps = steps_of(api.cutover(True))
     assert steps[-1].kind == "failed" and steps[-1].org == "OrgA"
     assert "parity check failed for OrgA" in steps[-1].run.metadata["error"]

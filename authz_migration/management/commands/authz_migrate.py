@@ -653,8 +653,8 @@ def _cutover_lines(step) -> list[str]:
     if step.kind == cutover.RELEASED:
         run = f" (run #{step.run.pk})" if step.run else ""
         return [
-            f"  {step.org}: released, moved {step.moved} role row(s); parity: "
-            f"{detail['in_target']} in {detail['target']}, 0 left{run}"
+            f"  {step.org}: released, moved {step.moved} role row(s) to {detail['target']}; "
+            f"parity: 0 left behind{run}"
         ]
     if step.kind == cutover.LEFT:
         return [f"  {step.org}: left alone: {detail['reason']}"]
