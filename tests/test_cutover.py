@@ -480,3 +480,14 @@ def test_ctrl_c_mid_cutover_finishes_the_org_exits_130_and_a_rerun_finishes(many
     assert snapshot_drift() == []
     assert all_roles() == many_orgs
     assert cutover.progress()["pinned"] == []
+
+
+def test_the_command_asks_first_and_without_an_answer_changes_nothing(instance, monkeypatch):
+    monkeypatch.setattr("builtins.input", lambda: (_ for _ in ()).throw(EOFError))
+    out = StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("authz_migrate", "cutover", "--to", "authz", stdout=out)
+    assert raised.value.returncode == 3
+    assert "This will set the global flag to authz" in out.getvalue()
+    assert flags.global_state() is False
+    assert org_override_model().objects.count() == 1
