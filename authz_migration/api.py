@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import cutover as cutover_module
 from . import flags, lookup, stores
 from . import verify as verify_module
 from .models import MigrationRun
@@ -18,6 +19,8 @@ from .stores import Selection
 
 __all__ = [
     "FlagContradiction",
+    "cutover",
+    "cutover_plan",
     "Outcome",
     "is_authz_enabled",
     "migrate_course",
@@ -263,3 +266,39 @@ def verify_scope(
     """Scopes whose role rows sit in the system their flag does not name (``verify(...)``'s
     drift)."""
     return verify(courses, orgs, everything).drift
+
+
+def cutover_plan(to_authz: bool, *, orgs: list[str] | None = None) -> cutover_module.Plan:
+    """What :func:`cutover` would do now (it changes nothing)."""
+    return cutover_module.plan(to_authz, [validate_org(o) for o in orgs] if orgs else None)
+
+
+def cutover(
+    to_authz: bool,
+    *,
+    orgs: list[str] | None = None,
+    pause: float = 0.0,
+    dry_run: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+    **options,
+) -> Iterator[cutover_module.Step]:
+    """Move the whole instance to Casbin (``to_authz``) or the legacy table with no outage
+    (docs/decisions/0013): pin every org with roles and no override of its own on its
+    state, flip the global flag, then release the pins one org per transaction, each with
+    its move and its parity proof. Yields a :class:`~authz_migration.cutover.Step` for the
+    plan, the pins, and each org; stops at the first org that fails (it stays pinned) or
+    when ``should_stop()`` says so. ``orgs`` releases only those orgs; ``pause`` seconds
+    pass between two releases; ``dry_run`` yields the plan only. Keyword options:
+    ``user``, ``trigger``. Re-running finishes an interrupted cutover."""
+    if not 0 <= pause < float("inf"):
+        raise ValueError(f"pause must be a finite number of seconds, at least 0 (got {pause!r})")
+    run_options = cutover_module.RunOptions(
+        trigger=options.pop("trigger", API),
+        user=options.pop("user", None),
+        dry_run=dry_run,
+        should_stop=should_stop,
+        pause=lambda: _pause(pause, should_stop),
+    )
+    if options:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(options))}")
+    return cutover_module.run(cutover_plan(to_authz, orgs=orgs), run_options)

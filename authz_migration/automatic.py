@@ -19,7 +19,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from . import flags, verify
+from django.db import router, transaction
+
+from . import flags, pins, verify
 from .conf import get_setting
 from .models import MigrationRun
 from .orchestrator import (
@@ -104,6 +106,20 @@ def org_override_saved(instance: Any, created: bool) -> SaveResult | None:
     ``instance`` changed the org's effective flag."""
     if not created or not _active(instance):
         return None
+    return _follow_org(instance, MigrationRun.Trigger.SIGNAL)
+
+
+def save_org_override(instance: Any, trigger: str) -> SaveResult:
+    """Save org override ``instance`` and make the move its save calls for, exactly as the
+    receiver does after an admin save, whether or not ``AUTHZ_MIGRATION_AUTOMATIC`` is on
+    (the receiver is held off meanwhile, so the move is made once). The instance cutover
+    releases its pins this way."""
+    with _suppressed():
+        instance.save()
+    return _follow_org(instance, trigger)
+
+
+def _follow_org(instance: Any, trigger: str) -> SaveResult:
     try:
         org = validate_org(instance.org)
     except InvalidOrg as exc:
@@ -123,10 +139,12 @@ def org_override_saved(instance: Any, created: bool) -> SaveResult | None:
             note=_note(change),
         )
 
-    return _follow(instance, org, transition, move)
+    return _follow(instance, org, transition, move, trigger)
 
 
-def _follow(instance: Any, org: str, transition, move) -> SaveResult:
+def _follow(
+    instance: Any, org: str, transition, move, trigger: str = MigrationRun.Trigger.SIGNAL
+) -> SaveResult:
     """Under ``org``'s lock, read what the save changed (``transition()``, from the committed
     state plus the save's own row) and make the ``move(change)`` it calls for, if any."""
     seen = []
@@ -135,7 +153,7 @@ def _follow(instance: Any, org: str, transition, move) -> SaveResult:
         seen.append(transition())
         return move(seen[-1]) if seen[-1].changed else None
 
-    options = Options(trigger=MigrationRun.Trigger.SIGNAL, triggered_by=_user(instance))
+    options = Options(trigger=trigger, triggered_by=_user(instance))
     outcome = execute_planned(org, plan, options)
     if outcome is None:
         return _remember(instance, _unchanged(seen[-1]))
@@ -228,18 +246,52 @@ def global_flag_deleted(instance: Any) -> MigrationRun | None:
 
 
 def _report_global_change(name: str, before: bool, after: bool) -> MigrationRun | None:
-    if before == after or not get_setting("AUTOMATIC") or not verify.left_behind_by_global(after):
+    if before == after or not get_setting("AUTOMATIC"):
         return None
-    move = Move(FORWARD if after else ROLLBACK, INSTANCE)
+    if get_setting("GLOBAL_FLIP_PINS"):
+        return _pin_for_global_change(name, before, after)
+    if not verify.left_behind_by_global(after):
+        return None
     message = (
         f"the global flag {name} is now {'on' if after else 'off'} and roles still "
         f"sit in {'the legacy table' if after else 'Casbin'}; run `authz_migrate sync --all`"
     )
+    return _record_global(after, message, {"action": "authz_migrate sync --all"})
+
+
+def _pin_for_global_change(name: str, before: bool, after: bool) -> MigrationRun | None:
+    """Hold every org whose roles (following the org) still sit in the system the global
+    flag no longer names, and that has no enabled org override, on its previous state with
+    a cutover pin, in the flag save's transaction: no course's effective flag changes yet
+    (docs/decisions/0013). Orgs with no roles, or with all of them in the right system
+    already, are not pinned. The pins' own saves move nothing: their receiver is held off
+    (their state is the one the org had, so there is nothing to move)."""
+    census = verify.org_census(legacy=after, casbin=not after)
+    if not census:
+        return None
+    command = f"authz_migrate cutover --to {'authz' if after else 'legacy'}"
+    alias = router.db_for_write(MigrationRun)
+    with transaction.atomic(using=alias), _suppressed():
+        pinned = pins.pin_orgs(census, before, f"held while the global flag changed; {command}")
+        if not pinned:
+            return None
+        where = "the legacy table" if after else "Casbin"
+        message = (
+            f"the global flag {name} is now {'on' if after else 'off'}; {len(pinned)} org(s) "
+            f"whose roles still sit in {where} are held on their previous state by cutover "
+            f"pins, so no course is stranded; run `{command}` to move them"
+        )
+        limit = get_setting("METADATA_LIST_LIMIT")
+        pinned_orgs = {"count": len(pinned), "items": pinned[:limit], "more": len(pinned[limit:])}
+        return _record_global(after, message, {"action": command, "pinned_orgs": pinned_orgs})
+
+
+def _record_global(after: bool, message: str, metadata: dict) -> MigrationRun:
     logger.warning("authz_migration: %s", message)
     run = record(
-        move,
+        Move(FORWARD if after else ROLLBACK, INSTANCE),
         MigrationRun.Status.SKIPPED,
-        {"reason": message, "action": "authz_migrate sync --all"},
+        {"reason": message, **metadata},
         Options(trigger=MigrationRun.Trigger.GLOBAL_FLAG),
     )
     reports = _global_reports.get()

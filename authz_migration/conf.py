@@ -31,6 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "COURSE_OVERRIDE_MODEL": "authz_migration.CourseFlagOverride",
     "ORG_OVERRIDE_MODEL": "authz_migration.OrgFlagOverride",
     "ROLE_MAP": DEFAULT_ROLE_MAP,
+    # With AUTOMATIC on, a change of the global flag holds every org whose roles would be
+    # stranded on its previous state with a cutover pin (docs/decisions/0013); off: it only
+    # warns, as before.
+    "GLOBAL_FLIP_PINS": True,
     # Rows read, written and deleted per statement group; bounds memory and statement size.
     "BATCH_SIZE": 5000,
     # How many entries each list in a run's metadata keeps (the rest are counted).

@@ -139,6 +139,27 @@ def _forced_keys(model, key_field: str, keys: set[str] | None = None, **filters)
     return states
 
 
+def current_org_rows(orgs: set[str] | None = None) -> dict[str, tuple[bool, str, str]]:
+    """org -> (enabled, override_choice, note) of the newest org override row of the flag,
+    for ``orgs`` (every org with a row when None). One query over the history; orgs are
+    matched exactly. The cutover reads the note to tell its own pins from an operator's."""
+    name = flag_name()
+    filters = {"org__in": orgs} if orgs is not None else {}
+    rows = (
+        org_override_model()
+        .objects.filter(waffle_flag=name, **filters)
+        .order_by("org", "-change_date", "-id")
+        .values_list("waffle_flag", "org", "enabled", "override_choice", "note")
+    )
+    current: dict[str, tuple[bool, str, str]] = {}
+    for flag, org, enabled, choice, note in rows.iterator():
+        org = str(org)
+        if flag != name or org in current or (orgs is not None and org not in orgs):
+            continue
+        current[org] = (enabled, choice, note or "")  # newest first within an org
+    return current
+
+
 class FlagSnapshot:
     """Effective flags of many courses and orgs, read in three queries (global, org
     overrides, course overrides) instead of three per course."""

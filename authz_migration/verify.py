@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from . import placement
+from . import flags, placement
 from .conf import get_setting
 from .stores import Selection, read_casbin, read_legacy
 
@@ -92,17 +92,25 @@ def _batches(read, selection: Selection, batch_size: int):
             return
 
 
-def scan(selection: Selection, batch_size: int | None = None) -> Report:
-    """Count, per course and org-wide scope, the movable rows in each system, and the rows
-    that cannot move, by reason."""
+_SIDES = (
+    (0, read_legacy, placement.legacy_verdicts),
+    (1, read_casbin, placement.casbin_verdicts),
+)
+
+
+def sides(legacy: bool = True, casbin: bool = True) -> tuple:
+    """The stores a :func:`scan` reads: the legacy table, ``casbin_rule``, or both."""
+    return tuple(side for side, wanted in zip(_SIDES, (legacy, casbin), strict=True) if wanted)
+
+
+def scan(selection: Selection, batch_size: int | None = None, sides=_SIDES) -> Report:
+    """Count, per course and org-wide scope, the movable rows in each system (``sides``:
+    both, or one), and the rows that cannot move, by reason."""
     batch_size = batch_size or get_setting("BATCH_SIZE")
     limit = get_setting("METADATA_LIST_LIMIT")
     report = Report()
     counts: dict[tuple[str, str | None], list] = defaultdict(lambda: [0, 0, False])
-    for side, read, classify in (
-        (0, read_legacy, placement.legacy_verdicts),
-        (1, read_casbin, placement.casbin_verdicts),
-    ):
+    for side, read, classify in sides:
         for rows in _batches(read, selection, batch_size):
             decide = placement.flags_of(rows)
             for row, verdict in zip(rows, classify(rows, decide), strict=True):
@@ -139,3 +147,31 @@ def left_behind_by_global(authz_enabled: bool, batch_size: int | None = None) ->
         if any(v.kind == placement.MOVES for v in classify(rows, follows_global)):
             return True
     return False
+
+
+@dataclass
+class OrgRoles:
+    """Course-authoring roles that follow an org's state (its org-wide roles and its courses
+    without an enabled course override), by store."""
+
+    legacy_rows: int = 0
+    casbin_rows: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.legacy_rows + self.casbin_rows
+
+
+def org_census(legacy: bool = True, casbin: bool = True) -> dict[str, OrgRoles]:
+    """org -> the roles that follow its state, in the stores asked for, as :func:`scan`
+    (that is, :mod:`placement`) counts them; orgs with none are left out. Rows that cannot
+    move and roles outside the map are not counted."""
+    report = scan(Selection(everything=True), sides=sides(legacy, casbin))
+    pinned_courses, _ = flags.overridden_keys()
+    census: dict[str, OrgRoles] = defaultdict(OrgRoles)
+    for (org, course), found in report.placements.items():
+        if course is not None and course in pinned_courses:
+            continue
+        census[org].legacy_rows += found.legacy_rows
+        census[org].casbin_rows += found.casbin_rows
+    return {org: roles for org, roles in sorted(census.items()) if roles.total}

@@ -1,7 +1,7 @@
 """Benchmarks of authz_migration against SQLite, PostgreSQL or MariaDB.
 
     python -m benchmarks --db postgres [--sizes 1000,5000,25000,100000]
-                         [--only org|toggle|sync-all] [--json]
+                         [--only org|toggle|sync-all|cutover] [--json]
     python -m benchmarks --db sqlite --quick          # smoke check, well under a minute
 
 Sections (see benchmarks/README.rst for what every figure means):
@@ -14,6 +14,9 @@ toggle    the cost the automatic receiver adds to saving a course override (5 ro
 sync-all  ``authz_migrate sync --all`` (or ``api.sync_instance``) over N legacy rows after the
           global flag is switched on: rows/second and peak RSS (run in a child process so the
           other sections do not inflate its RSS).
+cutover   ``authz_migrate cutover --to authz`` (``api.cutover``) over the same number of legacy
+          rows in up to 200 orgs: rows/second, the longest org transaction, peak RSS (also in
+          a child process).
 
 The benchmark owns its database (``authz_migration_bench``): it drops and recreates it (unless
 ``--keep-db``) and truncates its tables between measurements. The exit status is 1 when a
@@ -32,6 +35,7 @@ import warnings
 from benchmarks import instruments
 from benchmarks.database import setup_django
 from benchmarks.report import environment, section
+from benchmarks.scenarios.cutover import print_cutover, run_cutover
 from benchmarks.scenarios.org import org_check, print_org, run_org
 from benchmarks.scenarios.sync_all import print_sync, run_sync_all, sync_in_child
 from benchmarks.scenarios.toggle import print_toggle, run_toggle
@@ -56,7 +60,7 @@ FULL = {
 QUICK = {"sizes": [1000, 5000], "casbin_sizes": [0, 10000], "roles": 20000, "reps": 5}
 
 
-SECTIONS = ("org", "toggle", "sync-all")
+SECTIONS = ("org", "toggle", "sync-all", "cutover")
 
 
 def _ints(text: str) -> list[int]:
@@ -71,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections: org, toggle, sync-all (default: all)",
+        help="comma-separated sections: org, toggle, sync-all, cutover (default: all)",
     )
     p.add_argument("--quick", action="store_true", help=f"small sizes for a smoke check: {QUICK}")
     p.add_argument(
@@ -82,7 +86,9 @@ def parse_args(argv=None):
         type=_ints,
         help="unrelated casbin_rule rows for toggle (default 0,10000,100000,1000000)",
     )
-    p.add_argument("--roles", type=int, help="legacy role rows for sync-all (default 1000000)")
+    p.add_argument(
+        "--roles", type=int, help="legacy role rows for sync-all and cutover (default 1000000)"
+    )
     p.add_argument("--reps", type=int, help="toggle repetitions per size (median; default 9)")
     p.add_argument(
         "--repeat",
@@ -219,6 +225,15 @@ def main(argv=None) -> int:
             report["sections"]["sync-all"] = result
             if out:
                 print_sync(result, out)
+    if "cutover" in args.only:
+        with section(f"cutover: {args.roles:,} legacy rows, global flag off -> on", out):
+            if len(args.only) > 1 and not args.sync_in_process:
+                result = sync_in_child(args, out, section="cutover")
+            else:
+                result = run_cutover(sql, args.roles, args.enforcer, out)
+            report["sections"]["cutover"] = result
+            if out:
+                print_cutover(result, out)
     report["targets"] = verdicts(report)
     if out and report["targets"]:
         print(
@@ -260,5 +275,12 @@ def failed_checks(report: dict) -> list[str]:
         failed.append(
             f"sync-all: {sync['legacy_rows_left']} legacy rows left, "
             f"{sync['casbin_rows_after']} casbin rows"
+        )
+    cutover = sections.get("cutover")
+    if cutover and not cutover["ok"]:
+        failed.append(
+            f"cutover: {cutover['legacy_rows_left']} legacy rows left, "
+            f"{cutover['casbin_rows_after']} casbin rows, global flag on: "
+            f"{cutover['global_flag_on']}"
         )
     return failed

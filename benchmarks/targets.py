@@ -18,6 +18,9 @@ TARGETS = {
     # authz_migrate sync --all
     "sync_min_rows_per_second": 50000,
     "sync_max_peak_rss_mb": 200,
+    # authz_migrate cutover: at least this share of sync --all's rows/s on the same data
+    "cutover_min_share_of_sync": 0.5,
+    "cutover_max_peak_rss_mb": 200,
 }
 
 MIB_PER_MB = 1.048576
@@ -84,4 +87,26 @@ def verdicts(report: dict, targets: dict = TARGETS) -> list[str]:
             f"sync --all: peak RSS {sync['peak_rss_mib']} MiB (target: < {most} MB): "
             f"{mark(sync['peak_rss_mib'] * MIB_PER_MB < most)}"
         )
+    lines += _cutover_verdicts(sections, t)
+    return lines
+
+
+def _cutover_verdicts(sections: dict, t: dict) -> list[str]:
+    cut, sync = sections.get("cutover"), sections.get("sync-all")
+    if not cut:
+        return []
+    lines = []
+    if sync and sync.get("rows_per_second"):
+        share = (cut["rows_per_second"] or 0) / sync["rows_per_second"]
+        least = t["cutover_min_share_of_sync"]
+        lines.append(
+            f"cutover: {cut['rows_per_second']:,} rows/s, {share:.2f} of sync --all's "
+            f"(target: >= {least}): {mark(share >= least and cut['ok'])}"
+        )
+    most = t["cutover_max_peak_rss_mb"]
+    peak = cut["peak_rss_during_cutover_mib"] or cut["peak_rss_mib"]
+    lines.append(
+        f"cutover: peak RSS {peak} MiB (target: < {most} MB): {mark(peak * MIB_PER_MB < most)}"
+    )
+    lines.append(f"cutover: longest org transaction {cut['longest_org_transaction_seconds']} s")
     return lines

@@ -170,8 +170,9 @@ def test_saving_the_global_flag_warns_about_roles_left_behind(live_server, demo_
 
         warning = page.locator(".messagelist .warning")
         text = warning.inner_text()
-        assert f"The global flag {FLAG} is now on and roles still sit in the legacy table" in text
-        assert "run `authz_migrate sync --all`" in text
+        assert f"The global flag {FLAG} is now on; " in text
+        assert "whose roles still sit in the legacy table are held on their previous state" in text
+        assert "run `authz_migrate cutover --to authz`" in text
         assert "Nothing moved automatically" in text
         screenshot(page, "03-global-flag-saved")
         link = warning.locator("a", has_text="run #")

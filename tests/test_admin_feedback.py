@@ -147,6 +147,11 @@ def test_saving_the_global_flag_shows_the_warning(admin_client_, make_user, gran
     assert "The global flag authz.enable_course_authoring is now on" in warnings[0]
     assert reverse("admin:authz_migration_migrationrun_change", args=[run.pk]) in warnings[0]
     assert not casbin_rule_model().objects.exists()
+    # OrgA is held on its previous state (docs/decisions/0013) and the message says so.
+    assert "1 org(s) whose roles still sit in the legacy table are held" in warnings[0]
+    assert "run `authz_migrate cutover --to authz` to move them" in warnings[0]
+    assert run.metadata["pinned_orgs"]["items"] == ["OrgA"]
+    assert not flags.is_authz_enabled("course-v1:OrgA+C1+R")
 
 
 def test_the_run_list_keeps_course_keys_on_one_line(admin_client_):

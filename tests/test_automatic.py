@@ -443,7 +443,8 @@ def test_the_move_commits_or_rolls_back_with_the_flag_change(org_roles, automati
 # --- the global flag -----------------------------------------------------------------------
 
 
-def test_global_flag_on_with_legacy_rows_left_records_a_skipped_instance_run(
+@override_settings(AUTHZ_MIGRATION_GLOBAL_FLIP_PINS=False)
+def test_with_flip_pins_off_global_flag_on_with_legacy_rows_left_records_a_skipped_instance_run(
     org_roles, automatic, global_flag, caplog
 ):
     initial = role_rows()
@@ -457,7 +458,8 @@ def test_global_flag_on_with_legacy_rows_left_records_a_skipped_instance_run(
     assert "sync --all" in caplog.text
 
 
-def test_global_flag_off_with_casbin_rows_left_records_a_skipped_rollback_run(
+@override_settings(AUTHZ_MIGRATION_GLOBAL_FLIP_PINS=False)
+def test_with_flip_pins_off_global_flag_off_with_casbin_rows_left_records_a_skipped_rollback_run(
     make_user, automatic, global_flag
 ):
     make_user("alice")
@@ -527,7 +529,9 @@ def test_deleting_the_global_flag_reports_casbin_rows_left_behind(
 
     global_flag(None)  # deletes the Flag row: the global state is now off
 
-    assert not flags.is_authz_enabled(C1)
+    # The org is held on by a cutover pin until `authz_migrate cutover --to legacy` runs.
+    assert flags.is_authz_enabled(C1)
+    assert flags.org_effective_state("OrgA").source == flags.ORG_OVERRIDE
     assert [r.status for r in runs(scope_type="instance")] == ["skipped"]
 
 

@@ -749,7 +749,10 @@ def test_status_json(history):
 
 def test_status_without_runs(db):
     assert run("status").out == "No runs.\n"
-    assert json.loads(run("status", "--json").out) == {"runs": []}
+    assert json.loads(run("status", "--json").out) == {
+        "runs": [],
+        "cutover": {"released": 0, "pinned": [], "rows_moved": 0},
+    }
 
 
 def test_status_filter_matching_nothing(history):

@@ -180,7 +180,7 @@ class Child:
     """``authz_migrate`` in a child process (``tests/kill_child.py``) that stops inside the
     batch of its ``pause_at``-th run, with ``pause_at - 1`` runs committed, and tells us."""
 
-    def __init__(self, tmp_path: Path, name: str, pause_at: int):
+    def __init__(self, tmp_path: Path, name: str, pause_at: int, command=COMMAND):
         self.out, self.err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
         event_r, event_w = os.pipe()
         resume_r, resume_w = os.pipe()
@@ -192,7 +192,7 @@ class Child:
         )
         with self.out.open("w") as stdout, self.err.open("w") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, str(REPO / "tests" / "kill_child.py"), *COMMAND],
+                [sys.executable, str(REPO / "tests" / "kill_child.py"), *command],
                 env=env,
                 cwd=REPO,
                 stdout=stdout,

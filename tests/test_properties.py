@@ -499,6 +499,10 @@ def flag_model():
 @pytest.mark.django_db(transaction=True)
 def test_random_histories_keep_every_role_and_every_flag_in_step(settings, monkeypatch):
     settings.AUTHZ_MIGRATION_AUTOMATIC = True
+    # The model's global flip changes the effective flag of every org without an override;
+    # the pins a flip writes instead (docs/decisions/0013) are not modelled yet: they are
+    # tested in tests/test_cutover.py.
+    settings.AUTHZ_MIGRATION_GLOBAL_FLIP_PINS = False
     for name in FAULT_TARGETS:
         monkeypatch.setattr(moves, name, FAULT.wrap(name, getattr(moves, name)))
     examples, steps = budget()

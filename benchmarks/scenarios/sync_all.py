@@ -223,8 +223,9 @@ def print_sync(result: dict, out) -> None:
             print(prof[view], file=out)
 
 
-def sync_in_child(args, out) -> dict:
-    """Run the sync-all section in a fresh interpreter, so that its ru_maxrss is its own.
+def sync_in_child(args, out, section: str = "sync-all") -> dict:
+    """Run the sync-all (or another) section in a fresh interpreter, so that its ru_maxrss is
+    its own.
 
     Linux keeps ru_maxrss across execve, and a child forked from this process starts with
     this process's RSS: the interpreter is therefore started by a shell that forks it (the
@@ -236,7 +237,7 @@ def sync_in_child(args, out) -> dict:
         "--db",
         args.db,
         "--only",
-        "sync-all",
+        section,
         "--roles",
         str(args.roles),
         "--json",
@@ -261,5 +262,5 @@ def sync_in_child(args, out) -> dict:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)  # noqa: S603
     if done.returncode:
         sys.stderr.write(done.stderr)
-        raise RuntimeError(f"sync-all child failed with exit code {done.returncode}")
-    return json.loads(done.stdout)["sections"]["sync-all"]
+        raise RuntimeError(f"{section} child failed with exit code {done.returncode}")
+    return json.loads(done.stdout)["sections"][section]

@@ -29,7 +29,7 @@ from django.core.management.base import (
     DjangoHelpFormatter,
 )
 
-from authz_migration import api
+from authz_migration import api, cutover
 from authz_migration.enforcer import watcher_only
 from authz_migration.models import MigrationRun, scope_label
 from authz_migration.placement import REASONS
@@ -38,6 +38,7 @@ from authz_migration.roles import InvalidCourseKey, InvalidOrg, normalize_course
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_DRIFT, EXIT_STUCK = 1, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130
+CUTOVER_TARGETS = ("authz", "legacy")
 
 # Upper bounds of the numeric options: beyond them a value is a typo, not a plan (a batch is
 # one transaction on a live database; a pause of more than an hour is a stalled command).
@@ -177,6 +178,11 @@ class Command(BaseCommand):
                 "cannot move (exit 6)",
             ),
             ("status", "list recent runs, newest first (what moved, when, by whom)"),
+            (
+                "cutover",
+                "move the whole instance to one system with no outage: pin every org on its "
+                "state, flip the global flag, release the orgs one by one with their roles",
+            ),
         ):
             sub = actions.add_parser(
                 name, help=text, description=text, formatter_class=_HelpFormatter
@@ -195,6 +201,9 @@ class Command(BaseCommand):
             if name == "status":
                 self._add_status_options(sub)
                 continue
+            if name == "cutover":
+                self._add_cutover_options(sub)
+                continue
             self._add_selectors(sub)
             if name != "verify":
                 self._add_move_options(sub, directed=name != "sync")
@@ -211,6 +220,39 @@ class Command(BaseCommand):
         )
         sub.add_argument("--status", choices=MigrationRun.Status.values, help="only this status")
         sub.add_argument("--scope", metavar="KEY", help="only runs of this course key or org")
+        sub.add_argument("--json", action="store_true", help="print one JSON document")
+
+    @staticmethod
+    def _add_cutover_options(sub):
+        sub.add_argument(
+            "--to",
+            required=True,
+            choices=CUTOVER_TARGETS,
+            help="the system every course follows afterwards: authz (Casbin) or legacy",
+        )
+        sub.add_argument(
+            "--org",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="ORG",
+            help="release only these orgs (every org is still pinned before the global flag "
+            "changes); run again without --org to finish",
+        )
+        sub.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+        sub.add_argument(
+            "--sleep",
+            type=_seconds,
+            default=0.0,
+            metavar="SECONDS",
+            help=f"pause between two orgs, 0 to {MAX_SLEEP}, to spare a live database",
+        )
+        sub.add_argument(
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="never ask for confirmation",
+        )
         sub.add_argument("--json", action="store_true", help="print one JSON document")
 
     @staticmethod
@@ -284,6 +326,8 @@ class Command(BaseCommand):
         self.verbosity = options.get("verbosity", 1)
         if action == "status":
             return self._status(_checked_status_options(options))
+        if action == "cutover":
+            return self._cutover(_checked_cutover_options(options))
         if action != "verify":
             _check_numbers(options, _NUMBERS)
         courses, orgs = _checked_scopes(options["course"], options["org"])
@@ -334,7 +378,10 @@ class Command(BaseCommand):
     def _confirm(self, action, moves, force, out):
         scopes = ", ".join(scope_label(m.scope_type, m.scope_key) for m in moves)
         warning = " AGAINST the effective flag" if force else ""
-        out.write(f"This will {action} the roles of {scopes}{warning}.")
+        self._ask(f"This will {action} the roles of {scopes}{warning}.", out)
+
+    def _ask(self, question, out):
+        out.write(question)
         out.write("Type 'yes' to continue: ", ending="")
         out.flush()
         try:
@@ -428,6 +475,43 @@ class Command(BaseCommand):
             return EXIT_STUCK
         return 0
 
+    # --- cutover ---------------------------------------------------------------------------
+
+    def _cutover(self, options):
+        to_authz, orgs, as_json = options["to"] == "authz", options["org"], options["json"]
+        self.warnings = api.unknown_scopes([], orgs)
+        if not as_json:
+            for warning in self.warnings:
+                self._say(1, f"warning: {warning}", err=True)
+        if not options["dry_run"] and options["interactive"]:
+            self._ask(
+                f"This will set the global flag to {options['to']} and move, org by org, "
+                f"the roles of {', '.join(orgs) if orgs else 'every org'} that follow it.",
+                self.stderr if as_json else self.stdout,
+            )
+        stop, steps = _StopFlag(), []
+        with stop.installed(), watcher_only():
+            for step in api.cutover(
+                to_authz,
+                orgs=orgs or None,
+                pause=options["sleep"],
+                dry_run=options["dry_run"],
+                should_stop=stop,
+                trigger=MigrationRun.Trigger.COMMAND,
+            ):
+                steps.append(step)
+                if not as_json:
+                    for line in _cutover_lines(step):
+                        self._say(1, line)
+        code, text = _cutover_exit(steps, options["dry_run"])
+        if as_json:
+            document = {**_cutover_document(options, steps, code), "warnings": self.warnings}
+            self.stdout.write(json.dumps(document, indent=2))
+        elif not code:
+            self._say(1, text)
+        if code:
+            raise CommandError(text, returncode=code)
+
     def _verify(self, courses, orgs, everything, options):
         report = api.verify(courses=courses, orgs=orgs, everything=everything)
         drift = report.drift
@@ -493,9 +577,12 @@ class Command(BaseCommand):
             }
             for r in runs
         ]
+        progress = cutover.progress()
         if options["json"]:
-            self.stdout.write(json.dumps({"runs": records}, indent=2))
+            self.stdout.write(json.dumps({"runs": records, "cutover": progress}, indent=2))
             return
+        if progress["released"] or progress["pinned"]:
+            self.stdout.write(_cutover_progress_line(progress))
         # The listing is what status is for: printed at every verbosity.
         if not records:
             self.stdout.write("No runs.")
@@ -542,6 +629,123 @@ def _checked_status_options(options: dict) -> dict:
     if options.get("scope") is not None:
         options["scope"] = _status_scope(options["scope"])
     return options
+
+
+def _checked_cutover_options(options: dict) -> dict:
+    """``cutover``'s options, checked before any query (exit 2 on bad input)."""
+    _check_numbers(options, (("sleep", "--sleep", _seconds),))
+    if options.get("to") not in CUTOVER_TARGETS:
+        raise _usage(f"argument --to: choose {' or '.join(CUTOVER_TARGETS)}")
+    options["org"] = _checked_scopes((), options.get("org") or [])[1]
+    options.setdefault("sleep", 0.0)
+    options.setdefault("interactive", True)
+    return options
+
+
+def _cutover_lines(step) -> list[str]:
+    """What a terminal shows of one cutover step."""
+    detail = step.detail
+    if step.kind == cutover.PLAN:
+        return _cutover_plan_lines(detail)
+    if step.kind == cutover.PINNED:
+        where = "authz" if detail["global_flag"] else "legacy"
+        return [f"Pinned {len(detail['orgs'])} org(s) on their state; global flag set to {where}."]
+    if step.kind == cutover.RELEASED:
+        run = f" (run #{step.run.pk})" if step.run else ""
+        return [
+            f"  {step.org}: released, moved {step.moved} role row(s) to {detail['target']}; "
+            f"parity: 0 left behind{run}"
+        ]
+    if step.kind == cutover.LEFT:
+        return [f"  {step.org}: left alone: {detail['reason']}"]
+    if step.kind == cutover.FAILED:
+        return [f"  {step.org}: FAILED and stays pinned (run #{step.run.pk}): {detail['error']}"]
+    return [f"Interrupted; {len(detail['left'])} org(s) still pinned."]
+
+
+def _cutover_plan_lines(plan: dict) -> list[str]:
+    lines = [
+        f"Cutover to {plan['to']}: global flag "
+        f"{'on' if plan['global_flag']['before'] else 'off'} -> "
+        f"{'on' if plan['global_flag']['after'] else 'off'}; {len(plan['pin'])} org(s) to pin, "
+        f"{len(plan['release'])} to release, {plan['rows_to_move']} role row(s) to move."
+    ]
+    for org in plan["release"]:
+        lines.append(
+            f"  {org['org']}: {org['legacy_rows']} legacy row(s), {org['casbin_rows']} Casbin "
+            "row(s)"
+        )
+    for org, where in plan["operator_pinned_orgs"].items():
+        lines.append(f"  {org}: forced to {where} by an operator's override: left alone")
+    courses = plan["pinned_courses"]
+    if courses["count"]:
+        more = f" and {courses['more']} more" if courses["more"] else ""
+        lines.append(
+            f"  {courses['count']} course(s) with their own override keep their state: "
+            f"{', '.join(courses['items'])}{more}"
+        )
+    return lines
+
+
+def _cutover_progress_line(progress: dict) -> str:
+    held = progress["pinned"]
+    names = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+    line = (
+        f"Cutover: {progress['released']} org(s) released ({progress['rows_moved']} role "
+        f"row(s) moved), {len(held)} still pinned"
+    )
+    if held:
+        line += f": {names}; `authz_migrate cutover --to authz|legacy` releases them"
+    return line + "."
+
+
+def _cutover_exit(steps, dry_run: bool) -> tuple[int, str]:
+    last = steps[-1] if steps else None
+    if last is not None and last.kind == cutover.FAILED:
+        return EXIT_FAILED, (
+            f"{last.org}: its move failed and was rolled back; it stays pinned, its roles "
+            f"where they were; see run #{last.run.pk} (authz_migrate status --status failed), "
+            "fix the cause, then run the same command again to continue"
+        )
+    if last is not None and last.kind == cutover.INTERRUPTED:
+        return EXIT_INTERRUPTED, (
+            "interrupted between two orgs; every org is consistent (released or still "
+            "pinned); run the same command again to continue"
+        )
+    if any(s.outcome and s.outcome.counts.get("could_not_move") for s in steps):
+        return EXIT_STUCK, (
+            "done but for rows that cannot move (authz_migrate verify --all lists them); "
+            "no re-run moves them: fix or remove those rows"
+        )
+    if dry_run:
+        return 0, "Dry run: nothing changed."
+    moved = sum(s.moved for s in steps)
+    return 0, f"Cutover done: moved {moved} role row(s)."
+
+
+def _cutover_document(options: dict, steps, code: int) -> dict:
+    def entry(step):
+        return {
+            "org": step.org,
+            "moved": step.moved,
+            "run": step.run.pk if step.run else None,
+            "detail": step.detail,
+        }
+
+    by_kind = {kind: [s for s in steps if s.kind == kind] for kind in cutover.KINDS}
+    return {
+        "action": "cutover",
+        "to": options["to"],
+        "dry_run": options["dry_run"],
+        "exit_code": code,
+        "plan": by_kind[cutover.PLAN][0].detail if by_kind[cutover.PLAN] else None,
+        "pinned": [o for s in by_kind[cutover.PINNED] for o in s.detail["orgs"]],
+        "released": [entry(s) for s in by_kind[cutover.RELEASED]],
+        "left_alone": [entry(s) for s in by_kind[cutover.LEFT]],
+        "failed": [entry(s) for s in by_kind[cutover.FAILED]],
+        "interrupted": bool(by_kind[cutover.INTERRUPTED]),
+        "moved": sum(s.moved for s in steps),
+    }
 
 
 def _exit_text(code: int, summary: Summary, dry_run: bool) -> str:
