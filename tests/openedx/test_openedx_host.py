@@ -338,6 +338,25 @@ def test_org_override_in_a_prefix_org_touches_nothing_of_the_other(roles, automa
 # --- the command ----------------------------------------------------------------------------
 
 
+def test_a_global_flip_holds_the_orgs_and_the_cutover_finishes(roles, automatic, global_flag):
+    initial = legacy_rows()
+    course_override(C3, "off")  # stays in legacy whatever the global flag says
+    global_flag(True)  # pins the orgs it would strand: nothing moves, nothing is misplaced
+    assert legacy_rows() == initial
+    (told,) = runs()
+    assert (told.status, told.scope_type) == ("skipped", "instance")
+    assert told.metadata["pinned_orgs"]
+    assert command("verify", "--all")[0] == 0
+
+    code, out = command("cutover", "--to", "authz", "--no-input")
+    assert code == 0, out
+
+    assert where(C1) == where(C2) == where(ORG) == where(OTHER) == where(PREFIX) == {"casbin"}
+    assert where(C3) == {"legacy"}
+    assert command("verify", "--all")[0] == 0
+
+
+@override_settings(AUTHZ_MIGRATION_GLOBAL_FLIP_PINS=False)  # the flip only warns
 def test_sync_all_and_verify_after_a_global_flip(roles, automatic, global_flag):
     initial = legacy_rows()
     course_override(C3, "off")  # stays in legacy whatever the global flag says
