@@ -23,6 +23,7 @@ from django.conf import settings
 
 from . import peer
 from .roles import ROLE_PTYPE
+from .signals import migration_run_finished
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,21 @@ def _loaded_enforcer():
         return None
     # Asking anything else of the proxy would load it (a full policy read) as a side effect.
     return enforcer if enforcer._initialized else None
+
+
+def rules_wanted() -> bool:
+    """Whether a move must list the Casbin rows it wrote and deleted for
+    ``migration_run_finished``: an in-process enforcer to follow, a watcher to tell,
+    openedx-authz to refresh, or a receiver of the signal other than :func:`follow_moves`.
+    When none of them listens, the database moves rows without returning them."""
+    enforcer = _loaded_enforcer()
+    watcher = getattr(enforcer, "watcher", None) or getattr(settings, "CASBIN_WATCHER", None)
+    return bool(
+        peer.installed()
+        or (enforcer is not None and _follow_in_process.get())
+        or watcher
+        or len(migration_run_finished.receivers) > 1
+    )
 
 
 def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:

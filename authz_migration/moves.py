@@ -50,6 +50,27 @@ class BatchResult:
     casbin_added: list[tuple[str, str, str]] = field(default_factory=list)
     casbin_removed: list[tuple[str, str, str]] = field(default_factory=list)
 
+    def merge(self, other: BatchResult) -> None:
+        """Add ``other``'s counts and lists to this result's."""
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.not_migrated.update(other.not_migrated)
+        for reason, rows in other.problems.items():
+            self.problems.setdefault(reason, []).extend(rows)
+        self.excluded_courses |= other.excluded_courses
+        self.casbin_added.extend(other.casbin_added)
+        self.casbin_removed.extend(other.casbin_removed)
+
+    def merge_database(self, done) -> None:
+        """Add what :mod:`~authz_migration.sqlmoves` moved: every row it read it moved, and
+        a moved row whose target it did not write found its target present."""
+        self.scanned += done.moved
+        self.moved += done.moved
+        self.created += done.created
+        self.already_present += done.moved - done.created
+        self.casbin_added.extend(done.casbin_added)
+        self.casbin_removed.extend(done.casbin_removed)
+
     def problem(self, reason: str, row: dict) -> None:
         self.problems.setdefault(reason, []).append(row)
 
@@ -72,6 +93,17 @@ class BatchResult:
         elif kind == CANNOT_MOVE:
             self.problem(verdict.reason, describe(verdict.reason))
         return False
+
+
+_SUMMED = (
+    "scanned",
+    "moved",
+    "created",
+    "already_present",
+    "in_place",
+    "excluded",
+    "org_wide_roles",
+)
 
 
 def forward_batch(rows: list[LegacyRow], decide: Decide, *, dry_run: bool = False):

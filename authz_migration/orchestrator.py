@@ -25,12 +25,12 @@ from typing import Any
 from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
-from . import flags, guard, moves, peer, placement
+from . import enforcer, flags, guard, moves, peer, placement, sqlmoves
 from .conf import get_setting
 from .models import MigrationRun
 from .roles import org_of
 from .signals import migration_run_finished
-from .stores import Selection, read_casbin, read_legacy
+from .stores import Selection, batch_bound, read_casbin, read_legacy
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,20 @@ class _Decider:
             return self._org_decide
         return lambda org, course: self.state
 
+    def fast_rule(self) -> sqlmoves.Rule | None:
+        """Which courses the database may move by itself (:mod:`sqlmoves`): those whose
+        flag follows the scope's when the scope's points at the target; None when it does
+        not (every row then goes through placement). Read per batch on an instance sync,
+        as the flags are."""
+        if self.move.scope_type == INSTANCE and self.move.follow_flags:
+            if flags.global_state() != self.target:
+                return None
+            courses, orgs = flags.overridden_keys()
+            return sqlmoves.Rule(tuple(sorted(courses)), tuple(sorted(orgs)))
+        if self.state != self.target:
+            return None
+        return sqlmoves.Rule(tuple(sorted(self.pinned)))
+
     def _org_decide(self, org: str, course: str | None) -> bool | None:
         if course in self.pinned:
             if self.move.exclude_pinned:
@@ -372,25 +386,66 @@ def _skipped(move: Move, busy: str, options: Options) -> Outcome:
 
 def _apply(move: Move, options: Options) -> Outcome:
     batch_size = options.batch_size or get_setting("BATCH_SIZE")
-    max_batches, dry_run = options.max_batches, options.dry_run
+    max_batches = options.max_batches
     stats = _Stats(get_setting("METADATA_LIST_LIMIT"))
     decider = _Decider(move)
-    legacy = move.direction == FORWARD
-    selection = move.selection
+    listed = enforcer.rules_wanted()
+    fast = not options.dry_run and sqlmoves.usable(listed)
     cursor, finished = options.after, True
     while True:
         if max_batches is not None and stats.batches >= max_batches:
             finished = False
             break
-        read = read_legacy if legacy else read_casbin
-        rows, last, count = read(selection, cursor, batch_size, move.until)
+        rule = decider.fast_rule() if fast else None
+        if rule is None:
+            result, last, count = _python_batch(move, decider, cursor, batch_size, options)
+        else:
+            result, last, count = _database_batch(move, decider, rule, cursor, batch_size, listed)
         if last is None:
             break
-        batch = moves.forward_batch if legacy else moves.rollback_batch
-        stats.add(batch(rows, decider.for_batch(rows, legacy), dry_run=dry_run))
+        stats.add(result)
         cursor = last
         if count < batch_size:
             break  # a short batch is the last one: no need for an empty read to find out
+    return _outcome(move, options.dry_run, stats, decider, cursor, finished)
+
+
+def _python_batch(move: Move, decider: _Decider, cursor, batch_size: int, options: Options):
+    """One batch read into Python and placed row by row: (result, last key read, rows read)."""
+    legacy = move.direction == FORWARD
+    read = read_legacy if legacy else read_casbin
+    rows, last, count = read(move.selection, cursor, batch_size, move.until)
+    if last is None:
+        return None, None, 0
+    batch = moves.forward_batch if legacy else moves.rollback_batch
+    return batch(rows, decider.for_batch(rows, legacy), dry_run=options.dry_run), last, count
+
+
+def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int, listed: bool):
+    """One batch whose plain rows the database moves by itself (:mod:`sqlmoves`); the rows it
+    leaves go through placement as in :func:`_python_batch`."""
+    legacy = move.direction == FORWARD
+    upper, count = batch_bound(move.selection, legacy, cursor, batch_size, move.until)
+    if upper is None:
+        return None, None, 0
+    carry = sqlmoves.forward if legacy else sqlmoves.rollback
+    done = carry(move.selection, rule, cursor, upper, listed)
+    read = read_legacy if legacy else read_casbin
+    batch = moves.forward_batch if legacy else moves.rollback_batch
+    result, after = moves.BatchResult(), cursor
+    while True:  # the rows left; more than one read only where look-alike keys interleave
+        rows, last, read_count = read(move.selection, after, batch_size, upper)
+        if rows:
+            result.merge(batch(rows, decider.for_batch(rows, legacy)))
+        if last is None or read_count < batch_size:
+            break
+        after = last
+    result.merge_database(done)
+    return result, upper, count
+
+
+def _outcome(move: Move, dry_run: bool, stats: _Stats, decider: _Decider, cursor, finished):
+    """The move's :class:`Outcome` from its batches' results."""
     metadata = stats.metadata()
     metadata["dry_run"] = dry_run
     split = decider.org_wide_split(stats.limit, stats.org_wide_roles)

@@ -182,6 +182,26 @@ def _with_usernames(queryset, limit: int) -> list[tuple]:
         return cursor.fetchall()
 
 
+def batch_bound(
+    selection: Selection, legacy: bool, after: int | None, limit: int, until: int | None = None
+) -> tuple[int | None, int]:
+    """The highest primary key among the next ``limit`` source rows of the selection above
+    ``after`` (and at most ``until``), and how many there are, without reading the rows:
+    one query. (None, 0) when there are none."""
+    if _exhausted(after, until):
+        return None, 0
+    if legacy:
+        queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
+    else:
+        queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
+    keys = _keyset(queryset, after, until).order_by("pk").annotate(authz_pk=F("pk"))
+    inner, params = keys.values_list("authz_pk")[:limit].query.sql_with_params()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(f"SELECT MAX(t.authz_pk), COUNT(*) FROM ({inner}) t", params)  # noqa: S608 (the ORM's SQL)
+        [(upper, count)] = cursor.fetchall()
+    return upper, count
+
+
 def user_ids(names: Iterable[str]) -> dict[str, int]:
     """username -> user id for the users that exist (one query)."""
     names = set(names)
@@ -339,6 +359,12 @@ def _unique_key(connection, model) -> dict | None:
                 found = {name: (col, collations[col]) for name, col in columns.items()}
         _UNIQUE_KEYS[cache_key] = found
     return _UNIQUE_KEYS[cache_key]
+
+
+def has_unique_legacy_key(connection) -> bool:
+    """Whether the legacy table has a unique key on (user, org, course_id, role) (MariaDB and
+    MySQL; asked once per process)."""
+    return _unique_key(connection, legacy_role_model()) is not None
 
 
 def _mysql_delete_in_key_order(connection, model, key: dict, rows: list[LegacyRow]) -> int:

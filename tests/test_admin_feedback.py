@@ -64,7 +64,7 @@ def test_automatic_off_says_to_run_sync(admin_client_):
 
 @override_settings(AUTHZ_MIGRATION_AUTOMATIC=True)
 def test_failure_is_an_error_message_and_the_change_is_undone(
-    admin_client_, make_user, grant, monkeypatch
+    admin_client_, make_user, grant, monkeypatch, python_path
 ):
     grant(make_user("alice"), "course-v1:OrgA+C1+R", "staff")
 

@@ -891,7 +891,7 @@ def test_failed_move_exits_1_and_leaves_role_data_unchanged(mixed, monkeypatch):
 
 
 def test_failed_batch_keeps_earlier_batches_and_stops_the_move(
-    people, grant, global_flag, monkeypatch
+    people, grant, global_flag, monkeypatch, python_path
 ):
     from authz_migration import stores
 

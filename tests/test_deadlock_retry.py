@@ -21,7 +21,7 @@ def _deadlock() -> OperationalError:
 
 
 @pytest.fixture
-def deadlocks_once(monkeypatch):
+def deadlocks_once(monkeypatch, python_path):
     real = moves.insert_casbin
     calls = []
 

@@ -28,7 +28,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
 
-from authz_migration import api, flags, guard, moves
+from authz_migration import api, flags, guard, moves, sqlmoves
 from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
@@ -135,7 +135,13 @@ class Pause:
         self.reached, self.resume = threading.Event(), threading.Event()
         self.victim: int | None = None
         self.calls = 0
-        real = getattr(moves, name)
+        # "sqlmoves.forward": the database's own statements; a bare name: a statement of
+        # the Python path, which then takes every row (sqlmoves off).
+        module = sqlmoves if name.startswith("sqlmoves.") else moves
+        name = name.removeprefix("sqlmoves.")
+        if module is moves:
+            monkeypatch.setattr(sqlmoves, "usable", lambda listed: False)
+        real = getattr(module, name)
 
         def paused(*args, **kwargs):
             result = real(*args, **kwargs)
@@ -146,7 +152,7 @@ class Pause:
                 self.resume.wait(SAFETY_NET)
             return result
 
-        monkeypatch.setattr(moves, name, paused)
+        monkeypatch.setattr(module, name, paused)
 
 
 def kill_mid_move(monkeypatch, pause_at: str, move, *, nth: int = 1) -> dict:
@@ -174,7 +180,7 @@ def assert_nothing_half_done(before) -> None:
 # --- 1. a connection killed in the middle of a move -------------------------------------------
 
 
-@pytest.mark.parametrize("pause_at", ["insert_casbin", "delete_legacy"])
+@pytest.mark.parametrize("pause_at", ["insert_casbin", "delete_legacy", "sqlmoves.forward"])
 def test_api_forward_move_killed_mid_move(pause_at, legacy_roles, monkeypatch):
     set_org_flag(True)
     before = both_systems()
@@ -190,7 +196,7 @@ def test_api_forward_move_killed_mid_move(pause_at, legacy_roles, monkeypatch):
     assert {row[2] for row in both_systems()[0]} == {OTHER}
 
 
-@pytest.mark.parametrize("pause_at", ["insert_legacy", "delete_casbin"])
+@pytest.mark.parametrize("pause_at", ["insert_legacy", "delete_casbin", "sqlmoves.rollback"])
 def test_api_rollback_killed_mid_move(pause_at, casbin_roles, monkeypatch):
     set_org_flag(False)
     before = both_systems()
@@ -214,7 +220,7 @@ def test_override_save_killed_mid_move_saves_nothing(legacy_roles, monkeypatch):
         with override_settings(AUTHZ_MIGRATION_AUTOMATIC=True):
             set_org_flag(True)
 
-    box = kill_mid_move(monkeypatch, "delete_legacy", save)
+    box = kill_mid_move(monkeypatch, "sqlmoves.forward", save)
 
     assert isinstance(box.get("error"), DatabaseError), box
     assert_nothing_half_done(before)
@@ -243,7 +249,7 @@ def test_command_killed_in_its_second_batch_keeps_the_first(legacy_roles, monkey
             "authz_migrate", "sync", "--all", "--batch-size", "3", "--no-input", stdout=out
         )
 
-    box = kill_mid_move(monkeypatch, "delete_legacy", command, nth=2)
+    box = kill_mid_move(monkeypatch, "sqlmoves.forward", command, nth=2)
 
     assert isinstance(box.get("error"), DatabaseError), box
     legacy, casbin = both_systems()
@@ -318,7 +324,9 @@ def test_lock_timeout_fails_the_api_run_and_says_why(legacy_roles, monkeypatch):
     run = MigrationRun.objects.get()
     assert run.status == FAILED
     assert is_lock_timeout(run.metadata["error"]), run.metadata["error"]
-    assert "delete_legacy" in run.metadata["traceback"]
+    # The statement that waited: the DELETE the database runs for the plain rows.
+    assert "sqlmoves.py" in run.metadata["traceback"]
+    assert "in forward" in run.metadata["traceback"]
     assert both_systems() == before
 
     [retry] = api.sync_org(ORG)

@@ -805,7 +805,7 @@ def poison_trigger(transactional_db):
 
 @pytest.mark.django_db(transaction=True)
 def test_database_error_mid_move_rolls_back_every_batch(
-    poison_trigger, make_user, grant, org_override
+    poison_trigger, make_user, grant, org_override, python_path
 ):
     users = [make_user(f"u{i}") for i in range(6)]
     for i, user in enumerate(users):
@@ -836,7 +836,9 @@ def test_database_error_mid_move_rolls_back_every_batch(
     assert legacy_count() == 0
 
 
-def test_error_after_a_delete_rolls_back_the_rollback(people, grant, org_override, monkeypatch):
+def test_error_after_a_delete_rolls_back_the_rollback(
+    people, grant, org_override, monkeypatch, python_path
+):
     """The error strikes after the second batch has deleted its Casbin rows for real."""
     for i, name in enumerate(("alice", "bob", "carol")):
         add_casbin_role(name, "course_staff", f"course-v1:OrgA+C{i}+2024")
@@ -867,7 +869,9 @@ def test_error_after_a_delete_rolls_back_the_rollback(people, grant, org_overrid
     assert "delete_then_fail" in run.metadata["traceback"]
 
 
-def test_failed_run_survives_when_called_inside_a_transaction(people, grant, monkeypatch):
+def test_failed_run_survives_when_called_inside_a_transaction(
+    people, grant, monkeypatch, python_path
+):
     """A caller's transaction goes on after a failed move: the move's changes are gone, the
     ``failed`` run is there, and the caller's own writes are kept."""
     grant(people["alice"], C1, "staff")

@@ -30,11 +30,11 @@ from django.test import override_settings
 from django.urls import reverse
 
 import authz_migration
-from authz_migration import api, flags, moves
+from authz_migration import api, flags, moves, sqlmoves
 from authz_migration.conf import course_override_model, legacy_role_model, org_override_model
 from authz_migration.management.commands import authz_migrate
 from authz_migration.models import MigrationRun
-from authz_migration.stores import casbin_rule_model
+from authz_migration.stores import Selection, casbin_rule_model
 from tests.helpers import email_of, lock_rows_in_test_transaction
 
 pytestmark = pytest.mark.django_db
@@ -386,14 +386,27 @@ def sql_calls() -> list[tuple[str, bool, bool]]:
                     continue
                 sql = node.args[0]
                 constant = isinstance(sql, ast.Constant)
+                where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+                if path.name == "sqlmoves.py" and isinstance(sql, ast.Starred):
+                    # (text, params) from a statement builder: checked by rendering every
+                    # statement with hostile values, in the test below this one.
+                    calls.append((where, _is_statement_builder(sql.value), True))
+                    continue
                 calls.append(
-                    (
-                        f"{path.relative_to(PACKAGE.parent)}:{node.lineno}",
-                        constant or _is_fragment(sql, names),
-                        constant or len(node.args) >= 2,
-                    )
+                    (where, constant or _is_fragment(sql, names), constant or len(node.args) >= 2)
                 )
     return calls
+
+
+def _is_statement_builder(node: ast.expr) -> bool:
+    """``statements.insert(...)`` / ``statements.delete(...)`` of :mod:`sqlmoves`."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "statements"
+        and node.func.attr in ("present_sources", "insert", "delete")
+    )
 
 
 def sql_builders() -> list[tuple[str, bool]]:
@@ -426,6 +439,37 @@ def test_every_sql_statement_interpolates_identifiers_only_and_passes_values_as_
     calls = sql_calls()
     assert len(calls) >= 6, calls  # the guard's lock statements and the stores' inserts
     assert [c for c in calls if not (c[1] and c[2])] == []
+
+
+HOSTILE = "x'); DROP TABLE auth_user; --"
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        Selection(org=HOSTILE),
+        Selection(courses=(f"course-v1:{HOSTILE}+C+R",)),
+        Selection(everything=True),
+    ],
+    ids=["org", "courses", "everything"],
+)
+def test_statements_the_database_moves_by_carry_every_value_as_a_parameter(selection):
+    """What sqlmoves writes as SQL is its own text; every value (org, courses, roles, the
+    courses and orgs left out, the key range) is a parameter, whatever it holds."""
+    rule = sqlmoves.Rule((f"course-v1:{HOSTILE}+D+R",), (HOSTILE,))
+    roles = {f"staff{HOSTILE}": f"course_staff{HOSTILE}", "instructor": "course_admin"}
+    statements = []
+    with override_settings(AUTHZ_MIGRATION_ROLE_MAP=roles):
+        forward = sqlmoves._Forward(selection, rule, 7, 9)
+        backward = sqlmoves._Rollback(selection, rule, 7, 9)
+        statements += [forward.present_sources(), forward.insert(True, [HOSTILE])]
+        statements += [forward.delete(True), forward.delete(False)]
+        statements += [backward.present_sources(), backward.insert([HOSTILE])]
+        statements += [backward.delete(True)]
+    for text, params in statements:
+        assert "DROP" not in text and "staff" not in text and "course_staff" not in text
+        assert text.count("%s") == len(params) > 0
+        assert any(HOSTILE in str(p) for p in params) or selection.everything
 
 
 def test_the_sql_check_catches_a_value_in_an_f_string():

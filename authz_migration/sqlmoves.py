@@ -1,0 +1,506 @@
+"""The part of a batch the database moves by itself (docs/decisions/0014).
+
+Most rows of a move are plain: a course role of the role map, in a well-formed course key of
+the org its row names, held by a user who exists, in a course whose flag simply follows the
+scope's (no override of its own). For those the answer of :mod:`~authz_migration.placement`
+is known without looking at the row in Python, so two statements move them and no row leaves
+the database: an ``INSERT ... SELECT`` of the missing targets and a ``DELETE`` of exactly the
+sources whose target is then present, compared exactly (never by a ``_ci`` collation).
+
+The predicate here is deliberately narrower than placement's rule: every row it takes is one
+placement would move, to the same target. Whatever it leaves (org-wide roles, unmapped roles,
+odd keys, missing users, overridden courses, rows equal but for letter case) stays in the
+source store and goes through placement in Python, as every row did before, which classifies,
+reports and moves it. So the rule of where a row belongs is still written once; this module
+only spares Python the rows whose answer is certain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import connections, router
+from django.db.models import UniqueConstraint
+
+from . import peer
+from .conf import legacy_role_model
+from .roles import (
+    COURSE_KEY_PREFIX,
+    ROLE_PTYPE,
+    SCOPE_NAMESPACE,
+    SUBJECT_NAMESPACE,
+    course_key_prefix,
+    course_scope_key,
+    reverse_role_map,
+    role_key,
+    role_map,
+)
+from .stores import Selection, casbin_rule_model, has_unique_legacy_key, max_length
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which rows' courses follow the move's direction without a second look: every course
+    of the selection but ``skip_courses`` (courses with their own override) and the courses
+    of ``skip_orgs`` (orgs with their own override, on an instance move)."""
+
+    skip_courses: tuple[str, ...] = ()
+    skip_orgs: tuple[str, ...] = ()
+
+
+@dataclass
+class Moved:
+    """What the two statements did: sources deleted, targets written, and (when asked for)
+    the Casbin (v0, v1, v2) rows written or deleted."""
+
+    moved: int = 0
+    created: int = 0
+    casbin_added: list = None
+    casbin_removed: list = None
+
+
+# One character class of a course key part, ASCII only: narrower than the ``\w`` of
+# roles.py (which admits any letter), never wider. Other keys go through placement.
+_PART = "[-A-Za-z0-9_.~:]+"
+
+
+class _Sql:
+    """SQL fragments for one connection's vendor; values are always parameters."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.vendor = connection.vendor
+        self.params: list = []
+
+    def q(self, name: str) -> str:
+        return self.connection.ops.quote_name(name)
+
+    def p(self, value) -> str:
+        self.params.append(value)
+        return "%s"
+
+    def concat(self, *parts: str) -> str:
+        if self.vendor == "mysql":
+            return f"CONCAT({', '.join(parts)})"
+        return "(" + " || ".join(parts) + ")"
+
+    def exact(self, expr: str) -> str:
+        """``expr`` compared byte for byte: MariaDB's _ci collations ignore case, accents and
+        trailing spaces; PostgreSQL's and SQLite's ``=`` are exact already."""
+        return f"CAST({expr} AS BINARY)" if self.vendor == "mysql" else expr
+
+    def unindexed(self, expr: str) -> str:
+        """``expr`` as an index cannot serve it, its comparisons unchanged, so that a lookup
+        goes by the one column named plainly (the user). Statistics taken before a move
+        say the org it fills has no rows: PostgreSQL then looks rows up by the org's index,
+        and each lookup reads every row the move has written so far."""
+        if self.vendor == "postgresql":
+            return f'({expr} COLLATE "C")'  # byte-wise equality, as the default's
+        if self.vendor == "sqlite":
+            return f"+{expr}"
+        return expr
+
+    def length(self, expr: str) -> str:
+        return f"CHAR_LENGTH({expr})" if self.vendor == "mysql" else f"LENGTH({expr})"
+
+    def before_plus(self, expr: str) -> str:
+        """``expr`` up to its first ``+`` (a well-formed key has one)."""
+        if self.vendor == "postgresql":
+            return f"split_part({expr}, '+', 1)"
+        if self.vendor == "mysql":
+            return f"SUBSTRING_INDEX({expr}, '+', 1)"
+        return f"SUBSTR({expr}, 1, INSTR({expr}, '+') - 1)"
+
+    def member(self, expr: str, values, negate: bool = False) -> str:
+        """``expr`` exactly one of ``values`` (or none of them); True/False when empty."""
+        if not values:
+            return "1 = 1" if negate else "1 = 0"
+        marks = ", ".join(self.p(value) for value in values)
+        return f"{self.exact(expr)} {'NOT IN' if negate else 'IN'} ({marks})"
+
+    def starts(self, expr: str, prefix: str) -> str:
+        """``expr`` starts with ``prefix``: a LIKE the index can serve, then the exact test."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escape = " ESCAPE '\\'" if self.vendor == "sqlite" else ""
+        like = f"{expr} LIKE {self.p(escaped + '%')}{escape}"
+        return f"{like} AND {self.exact(f'SUBSTR({expr}, 1, {len(prefix)})')} = {self.p(prefix)}"
+
+    def course_key(self, expr: str) -> str:
+        """``expr`` is ``course-v1:ORG+COURSE+RUN`` with ASCII parts."""
+        if self.vendor == "postgresql":
+            return f"{expr} ~ {self.p(f'^course-v1:{_PART}[+]{_PART}[+]{_PART}$')}"
+        if self.vendor == "mysql":
+            pattern = f"^course-v1:{_PART}[+]{_PART}[+]{_PART}\\z"
+            return f"{self.exact(expr)} REGEXP {self.p(pattern)}"
+        # SQLite: GLOB is case-sensitive and native (REGEXP would call into Python per row).
+        return (
+            f"{expr} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
+            f"AND SUBSTR({expr}, 11) NOT GLOB '*[^-A-Za-z0-9_.~:+]*'"
+        )
+
+    def case(self, expr: str, mapping: dict[str, str]) -> str:
+        whens = " ".join(f"WHEN {self.p(k)} THEN {self.p(v)}" for k, v in mapping.items())
+        return f"CASE {self.exact(expr)} {whens} END"
+
+
+def _user_columns(sql: _Sql) -> tuple[str, str, str]:
+    users = get_user_model()
+    name = users._meta.get_field(users.USERNAME_FIELD).column
+    return sql.q(users._meta.db_table), sql.q(users._meta.pk.column), sql.q(name)
+
+
+def _unique_key_declared(model) -> bool:
+    """Whether the legacy model declares (user, org, course_id, role) unique, as Open edX's
+    CourseAccessRole does; then no two rows of an org share a target."""
+    key = {"user", "org", "course_id", "role"}
+    together = [set(names) for names in model._meta.unique_together]
+    constraints = [
+        set(c.fields)
+        for c in model._meta.constraints
+        if isinstance(c, UniqueConstraint) and c.condition is None
+    ]
+    return key in together + constraints
+
+
+def _fits(limit: int | None, value_len: int) -> bool:
+    return limit is None or value_len <= limit
+
+
+# --- forward: legacy rows to Casbin ------------------------------------------------------------
+
+
+class _Forward:
+    """The statements of a forward batch over legacy rows with a primary key in (after,
+    upper]. ``l`` is the source row, ``u`` its user."""
+
+    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper: int):
+        self.model = legacy_role_model()
+        self.casbin = casbin_rule_model()
+        self.connection = connections[router.db_for_write(self.model)]
+        self.selection, self.rule, self.after, self.upper = selection, rule, after, upper
+        self.limit = max_length(self.casbin, "v2") or 255
+        self.roles = {
+            legacy: role_key(casbin)
+            for legacy, casbin in role_map().items()
+            if _fits(self.limit, len(role_key(casbin)))
+        }
+
+    def col(self, sql: _Sql, name: str, alias: str = "l") -> str:
+        field = self.model._meta.pk if name == "pk" else self.model._meta.get_field(name)
+        return f"{alias}.{sql.q(field.column)}"
+
+    # The target's columns as SQL. Each call adds its parameters: call them in the order
+    # their text appears in the statement.
+    def subject(self, sql: _Sql) -> str:
+        _, _, name = _user_columns(sql)
+        return sql.concat(sql.p(SUBJECT_NAMESPACE), f"u.{name}")
+
+    def role(self, sql: _Sql) -> str:
+        return sql.case(self.col(sql, "role"), self.roles)
+
+    def scope(self, sql: _Sql) -> str:
+        return sql.concat(sql.p(SCOPE_NAMESPACE), self.col(sql, "course_id"))
+
+    def where(self, sql: _Sql) -> str:
+        """The rows this module may move: see the module docstring."""
+        pk, course, org = (self.col(sql, n) for n in ("pk", "course_id", "org"))
+        _, _, name = _user_columns(sql)
+        parts = [f"{pk} <= {sql.p(self.upper)}"]
+        if self.after is not None:
+            parts.append(f"{pk} > {sql.p(self.after)}")
+        if self.selection.org is not None:
+            parts.append(sql.starts(course, course_key_prefix(self.selection.org)))
+            parts.append(f"{sql.exact(org)} = {sql.p(self.selection.org)}")
+        else:
+            if not self.selection.everything:
+                parts.append(sql.member(course, self.selection.courses))
+            key_org = f"SUBSTR({sql.before_plus(course)}, {len(COURSE_KEY_PREFIX) + 1})"
+            parts.append(f"{sql.exact(org)} = {sql.exact(key_org)}")
+        parts.append(sql.course_key(course))
+        parts.append(sql.member(self.col(sql, "role"), list(self.roles)))
+        parts.append(sql.member(course, self.rule.skip_courses, negate=True))
+        skipped = [course_key_prefix(o)[:-1] for o in self.rule.skip_orgs]
+        parts.append(sql.member(sql.before_plus(course), skipped, negate=True))
+        parts.append(f"{sql.length(f'u.{name}')} <= {sql.p(self.limit - len(SUBJECT_NAMESPACE))}")
+        parts.append(f"{sql.length(course)} <= {sql.p(self.limit - len(SCOPE_NAMESPACE))}")
+        return " AND ".join(f"({part})" for part in parts)
+
+    def present(self, sql: _Sql) -> str:
+        """EXISTS: the row's target is in ``casbin_rule``, compared exactly."""
+        c = {n: f"c.{sql.q(self.casbin._meta.get_field(n).column)}" for n in _CASBIN_FIELDS}
+        text = (
+            f"EXISTS (SELECT 1 FROM {sql.q(self.casbin._meta.db_table)} c "  # noqa: S608 (identifiers only)
+            f"WHERE {c['v2']} = {self.scope(sql)} AND {c['v0']} = {self.subject(sql)} "
+            f"AND {c['v1']} = {self.role(sql)} AND {c['ptype']} = {sql.p(ROLE_PTYPE)} "
+            f"AND {c['v3']} = '' AND {c['v4']} = '' AND {c['v5']} = ''"
+        )
+        if sql.vendor == "mysql":
+            text += (
+                f" AND {sql.exact(c['v2'])} = {sql.exact(self.scope(sql))}"
+                f" AND {sql.exact(c['v0'])} = {sql.exact(self.subject(sql))}"
+                f" AND {sql.exact(c['v1'])} = {sql.exact(self.role(sql))}"
+            )
+        return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
+
+    def present_sources(self) -> tuple[str, list]:
+        """SELECT the primary keys of the rows whose target is already there."""
+        sql = _Sql(self.connection)
+        users, pk, _ = _user_columns(sql)
+        return (
+            f"SELECT {self.col(sql, 'pk')} FROM {sql.q(self.model._meta.db_table)} l "  # noqa: S608 (identifiers only)
+            f"JOIN {users} u ON u.{pk} = {self.col(sql, 'user')} "
+            f"WHERE {self.where(sql)} AND {self.present(sql)}",
+            sql.params,
+        )
+
+    def insert(self, returning: bool, skip: list) -> tuple[str, list]:
+        """INSERT the targets of the rows but ``skip`` (whose target is there), in source
+        order. The rows to skip are read first, apart: an existence test inside the INSERT
+        would be planned before the statement fills the table, and a table empty at that
+        moment is scanned once per row, its new rows included."""
+        sql = _Sql(self.connection)
+        table, pk, _ = _user_columns(sql)
+        columns = ", ".join(sql.q(self.casbin._meta.get_field(n).column) for n in _CASBIN_FIELDS)
+        text = (
+            f"INSERT INTO {sql.q(self.casbin._meta.db_table)} ({columns}) "  # noqa: S608 (identifiers only)
+            f"SELECT {sql.p(ROLE_PTYPE)}, {self.subject(sql)}, {self.role(sql)}, "
+            f"{self.scope(sql)}, '', '', '' FROM {sql.q(self.model._meta.db_table)} l "
+            f"JOIN {table} u ON u.{pk} = {self.col(sql, 'user')} "
+            f"WHERE {self.where(sql)} AND {sql.member(self.col(sql, 'pk'), skip, True)} "
+        )
+        if _unique_key_declared(self.model):
+            text += f"ORDER BY {self.col(sql, 'pk')}"
+        else:  # equal rows may repeat: one target each
+            text += f"GROUP BY 2, 3, 4 ORDER BY MIN({self.col(sql, 'pk')})"
+        if returning:
+            text += f" RETURNING {', '.join(columns.split(', ')[1:4])}"
+        return text, sql.params
+
+    def delete(self, key_order: bool) -> tuple[str, list]:
+        """DELETE the rows whose target is now present. With ``key_order`` (MariaDB/MySQL)
+        the rows are locked in the order of the legacy table's unique key, as every legacy
+        write of a move is (docs/decisions/0011): the rows to delete are listed first, in
+        key order, and each is then reached through the unique key."""
+        sql = _Sql(self.connection)
+        users, pk, _ = _user_columns(sql)
+        table = sql.q(self.model._meta.db_table)
+        if not key_order:
+            return (
+                f"DELETE FROM {table} AS l WHERE EXISTS (SELECT 1 FROM {users} u "  # noqa: S608 (identifiers only)
+                f"WHERE u.{pk} = {self.col(sql, 'user')} AND {self.where(sql)} "
+                f"AND {self.present(sql)})",
+                sql.params,
+            )
+        chosen = (
+            f"FROM {table} l JOIN {users} u ON u.{pk} = {self.col(sql, 'user')} "  # noqa: S608 (identifiers only)
+            f"WHERE {self.where(sql)} AND {self.present(sql)}"
+        )
+        keys = [self.col(sql, n) for n in ("user", "org", "course_id", "role")]
+        on = " AND ".join(f"{k.replace('l.', 'd.', 1)} = k.c{i}" for i, k in enumerate(keys))
+        listed = ", ".join(f"{k} AS c{i}" for i, k in enumerate(keys))
+        return (
+            f"DELETE d FROM (SELECT {self.col(sql, 'pk')} AS id, {listed} {chosen} "  # noqa: S608 (identifiers only)
+            f"ORDER BY {', '.join(keys)} LIMIT 18446744073709551615) k STRAIGHT_JOIN "
+            f"{table} d ON {on} WHERE {self.col(sql, 'pk', 'd')} + 0 = k.id",
+            sql.params,
+        )
+
+
+# PostgreSQL: OFFSET 0 keeps an EXISTS a lookup per row through an index. Joined instead
+# (a semi-join), it is planned from the table's statistics, and casbin_rule filled since
+# its last ANALYZE (a first sync) looks nearly empty: a scan of the table per batch follows.
+_PER_ROW_LOOKUP = {"postgresql": " OFFSET 0", "mysql": "", "sqlite": ""}
+
+_CASBIN_FIELDS = ("ptype", "v0", "v1", "v2", "v3", "v4", "v5")
+
+
+# --- rollback: Casbin rows to the legacy table ------------------------------------------------
+
+
+class _Rollback:
+    """The statements of a rollback batch over Casbin rows with a primary key in (after,
+    upper]. ``c`` is the source row, ``u`` the user its subject names."""
+
+    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper: int):
+        self.model = legacy_role_model()
+        self.casbin = casbin_rule_model()
+        self.connection = connections[router.db_for_write(self.casbin)]
+        self.selection, self.rule, self.after, self.upper = selection, rule, after, upper
+        self.roles = {role_key(casbin): legacy for casbin, legacy in reverse_role_map().items()}
+        self.limits = (max_length(self.model, "org"), max_length(self.model, "course_id"))
+        self.source = "c"  # how the statement names the source row
+
+    def c(self, sql: _Sql, name: str) -> str:
+        field = self.casbin._meta.pk if name == "pk" else self.casbin._meta.get_field(name)
+        return f"{self.source}.{sql.q(field.column)}"
+
+    def lcol(self, sql: _Sql, name: str) -> str:
+        return f"l.{sql.q(self.model._meta.get_field(name).column)}"
+
+    # The target's columns as SQL (each call adds its parameters: call in text order).
+    def course(self, sql: _Sql) -> str:
+        return f"SUBSTR({self.c(sql, 'v2')}, {len(SCOPE_NAMESPACE) + 1})"
+
+    def org(self, sql: _Sql) -> str:
+        if self.selection.org is not None:
+            return sql.p(self.selection.org)
+        return f"SUBSTR({sql.before_plus(self.course(sql))}, {len(COURSE_KEY_PREFIX) + 1})"
+
+    def role(self, sql: _Sql) -> str:
+        return sql.case(self.c(sql, "v1"), self.roles)
+
+    def user_join(self, sql: _Sql) -> str:
+        """The user the subject names, exactly (an index lookup by username first)."""
+        _, _, name = _user_columns(sql)
+        username = f"SUBSTR({self.c(sql, 'v0')}, {len(SUBJECT_NAMESPACE) + 1})"
+        join = f"u.{name} = {username}"
+        if sql.vendor == "mysql":
+            join += f" AND {sql.exact(f'u.{name}')} = {sql.exact(username)}"
+        return join
+
+    def where(self, sql: _Sql) -> str:
+        pk, v2 = self.c(sql, "pk"), self.c(sql, "v2")
+        parts = [f"{pk} <= {sql.p(self.upper)}"]
+        if self.after is not None:
+            parts.append(f"{pk} > {sql.p(self.after)}")
+        if self.selection.org is not None:
+            parts.append(sql.starts(v2, course_scope_key(course_key_prefix(self.selection.org))))
+        elif self.selection.courses:
+            parts.append(sql.member(v2, [course_scope_key(c) for c in self.selection.courses]))
+        else:
+            parts.append(sql.starts(v2, SCOPE_NAMESPACE))
+        parts.append(sql.course_key(self.course(sql)))
+        parts.append(f"{sql.exact(self.c(sql, 'ptype'))} = {sql.p(ROLE_PTYPE)}")
+        parts.extend(f"{sql.exact(self.c(sql, n))} = ''" for n in ("v3", "v4", "v5"))
+        parts.append(sql.member(self.c(sql, "v1"), list(self.roles)))
+        parts.append(sql.starts(self.c(sql, "v0"), SUBJECT_NAMESPACE))
+        parts.append(sql.member(self.course(sql), self.rule.skip_courses, negate=True))
+        skipped = [course_key_prefix(o)[:-1] for o in self.rule.skip_orgs]
+        parts.append(sql.member(sql.before_plus(self.course(sql)), skipped, negate=True))
+        if self.limits[0] is not None:
+            parts.append(f"{sql.length(self.org(sql))} <= {sql.p(self.limits[0])}")
+        if self.limits[1] is not None:
+            parts.append(f"{sql.length(self.course(sql))} <= {sql.p(self.limits[1])}")
+        return " AND ".join(f"({part})" for part in parts)
+
+    def present(self, sql: _Sql, exact: bool) -> str:
+        """EXISTS: the row's target is in the legacy table: as its unique key compares
+        (``exact=False``: a row equal but for case blocks the insert), or byte for byte."""
+        text = (
+            f"EXISTS (SELECT 1 FROM {sql.q(self.model._meta.db_table)} l "  # noqa: S608 (identifiers only)
+            f"WHERE {self.lcol(sql, 'user')} = u.{_user_columns(sql)[1]} "
+            f"AND {sql.unindexed(self.lcol(sql, 'org'))} = {self.org(sql)} "
+            f"AND {sql.unindexed(self.lcol(sql, 'course_id'))} = {self.course(sql)} "
+            f"AND {sql.unindexed(self.lcol(sql, 'role'))} = {self.role(sql)}"
+        )
+        if exact and sql.vendor == "mysql":
+            text += (
+                f" AND {sql.exact(self.lcol(sql, 'org'))} = {sql.exact(self.org(sql))}"
+                f" AND {sql.exact(self.lcol(sql, 'course_id'))} = {sql.exact(self.course(sql))}"
+                f" AND {sql.exact(self.lcol(sql, 'role'))} = {sql.exact(self.role(sql))}"
+            )
+        return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
+
+    def present_sources(self) -> tuple[str, list]:
+        """SELECT the primary keys of the rows whose target is there as the legacy table's
+        unique key compares (a row equal but for case counts: it would block the insert)."""
+        sql = _Sql(self.connection)
+        users = _user_columns(sql)[0]
+        return (
+            f"SELECT {self.c(sql, 'pk')} FROM {sql.q(self.casbin._meta.db_table)} c "  # noqa: S608 (identifiers only)
+            f"JOIN {users} u ON {self.user_join(sql)} WHERE {self.where(sql)} "
+            f"AND {self.present(sql, exact=False)}",
+            sql.params,
+        )
+
+    def insert(self, skip: list) -> tuple[str, list]:
+        """INSERT the legacy rows of the rows but ``skip``, in the unique key's order
+        (docs/decisions/0011); see :meth:`_Forward.insert` for why ``skip`` is read apart."""
+        sql = _Sql(self.connection)
+        users = _user_columns(sql)[0]
+        columns = ", ".join(
+            sql.q(self.model._meta.get_field(n).column)
+            for n in ("user", "org", "course_id", "role")
+        )
+        return (
+            f"INSERT INTO {sql.q(self.model._meta.db_table)} ({columns}) "  # noqa: S608 (identifiers only)
+            f"SELECT DISTINCT u.{_user_columns(sql)[1]}, {self.org(sql)}, {self.course(sql)}, "
+            f"{self.role(sql)} FROM {sql.q(self.casbin._meta.db_table)} c JOIN {users} u "
+            f"ON {self.user_join(sql)} WHERE {self.where(sql)} "
+            f"AND {sql.member(self.c(sql, 'pk'), skip, True)} ORDER BY 1, 2, 3, 4",
+            sql.params,
+        )
+
+    def delete(self, returning: bool) -> tuple[str, list]:
+        """DELETE the rows whose target is now present, compared exactly."""
+        sql = _Sql(self.connection)
+        table = sql.q(self.casbin._meta.db_table)
+        # MariaDB has no alias in a single-table DELETE: the table's name is the source's.
+        self.source = table if sql.vendor == "mysql" else "c"
+        named = "" if sql.vendor == "mysql" else " AS c"
+        try:
+            text = (
+                f"DELETE FROM {table}{named} WHERE EXISTS (SELECT 1 FROM "  # noqa: S608 (identifiers only)
+                f"{_user_columns(sql)[0]} u WHERE {self.user_join(sql)} AND {self.where(sql)} "
+                f"AND {self.present(sql, exact=True)})"
+            )
+        finally:
+            self.source = "c"
+        if returning:
+            text += " RETURNING " + ", ".join(
+                sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")
+            )
+        return text, sql.params
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def usable(listed: bool) -> bool:
+    """Whether the database may move rows here: not beside openedx-authz (its side rows are
+    written per rule by :mod:`~authz_migration.peer`), and, when the rules moved must be
+    listed, only where a statement can return them (``RETURNING``: PostgreSQL, SQLite 3.35,
+    MariaDB 10.5; not MySQL)."""
+    if peer.installed():
+        return False
+    connection = connections[router.db_for_write(casbin_rule_model())]
+    return not listed or connection.vendor != "mysql" or connection.mysql_is_mariadb
+
+
+def forward(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
+    """Move the plain legacy rows of (after, upper] to Casbin: two statements."""
+    statements = _Forward(selection, rule, after, upper)
+    connection = statements.connection
+    done = Moved(casbin_added=[], casbin_removed=[])
+    with connection.cursor() as cursor:
+        cursor.execute(*statements.present_sources())
+        skip = [pk for (pk,) in cursor.fetchall()]
+        cursor.execute(*statements.insert(listed, skip))
+        if listed:
+            done.casbin_added = [tuple(row) for row in cursor.fetchall()]
+            done.created = len(done.casbin_added)
+        else:
+            done.created = cursor.rowcount
+        key_order = connection.vendor == "mysql" and has_unique_legacy_key(connection)
+        cursor.execute(*statements.delete(key_order))
+        done.moved = cursor.rowcount
+    return done
+
+
+def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
+    """Move the plain Casbin rows of (after, upper] to the legacy table: two statements."""
+    statements = _Rollback(selection, rule, after, upper)
+    done = Moved(casbin_added=[], casbin_removed=[])
+    with statements.connection.cursor() as cursor:
+        cursor.execute(*statements.present_sources())
+        skip = [pk for (pk,) in cursor.fetchall()]
+        cursor.execute(*statements.insert(skip))
+        done.created = cursor.rowcount
+        cursor.execute(*statements.delete(returning=listed))
+        if listed:
+            done.casbin_removed = [tuple(row) for row in cursor.fetchall()]
+            done.moved = len(done.casbin_removed)
+        else:
+            done.moved = cursor.rowcount
+    return done
