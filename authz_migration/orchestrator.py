@@ -198,6 +198,8 @@ class _Decider:
                 self.state = flags.org_effective_state(move.scope_key).enabled
 
     def for_batch(self, rows: list, legacy: bool) -> moves.Decide:
+        if not rows:
+            return lambda org, course: None  # never asked: nothing to place
         if self.move.scope_type == INSTANCE and self.move.follow_flags:
             return placement.flags_of(rows)
         if self.move.scope_type == ORG:
@@ -435,8 +437,8 @@ def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int
     result, after = moves.BatchResult(), cursor
     while True:  # the rows left; more than one read only where look-alike keys interleave
         rows, last, read_count = read(move.selection, after, batch_size, upper)
-        if rows:
-            result.merge(batch(rows, decider.for_batch(rows, legacy)))
+        # Called even with no rows (then it issues no query): a batch always passes here.
+        result.merge(batch(rows, decider.for_batch(rows, legacy)))
         if last is None or read_count < batch_size:
             break
         after = last

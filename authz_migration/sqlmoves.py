@@ -91,10 +91,9 @@ class _Sql:
         return f"CAST({expr} AS BINARY)" if self.vendor == "mysql" else expr
 
     def unindexed(self, expr: str) -> str:
-        """``expr`` as an index cannot serve it, its comparisons unchanged, so that a lookup
-        goes by the one column named plainly (the user). Statistics taken before a move
-        say the org it fills has no rows: PostgreSQL then looks rows up by the org's index,
-        and each lookup reads every row the move has written so far."""
+        """``expr`` as an index cannot serve it, its comparisons unchanged. Statistics taken
+        before a move say the org it fills has no rows: PostgreSQL then looks rows up by the
+        org's own index, and each lookup reads every row the move has written so far."""
         if self.vendor == "postgresql":
             return f'({expr} COLLATE "C")'  # byte-wise equality, as the default's
         if self.vendor == "sqlite":
@@ -285,6 +284,12 @@ class _Forward:
         sql = _Sql(self.connection)
         users, pk, _ = _user_columns(sql)
         table = sql.q(self.model._meta.db_table)
+        if not key_order and sql.vendor == "mysql":  # no alias in a one-table DELETE
+            return (
+                f"DELETE l FROM {table} l JOIN {users} u ON u.{pk} = {self.col(sql, 'user')} "  # noqa: S608 (identifiers only)
+                f"WHERE {self.where(sql)} AND {self.present(sql)}",
+                sql.params,
+            )
         if not key_order:
             return (
                 f"DELETE FROM {table} AS l WHERE EXISTS (SELECT 1 FROM {users} u "  # noqa: S608 (identifiers only)
@@ -306,6 +311,31 @@ class _Forward:
             sql.params,
         )
 
+    def one_statement(self, listed: bool) -> tuple[str, list]:
+        """PostgreSQL: the whole batch in one statement. ``src`` reads the rows and tests
+        each target once; the INSERT sorts ``src`` before writing its first row, so every
+        test runs before the table grows; the DELETE takes the rows whose target was
+        there or was just written (as the INSERT returns it: a row a trigger skipped
+        stays)."""
+        sql = _Sql(self.connection)
+        users, pk, _ = _user_columns(sql)
+        casbin = sql.q(self.casbin._meta.db_table)
+        legacy = sql.q(self.model._meta.db_table)
+        columns = ", ".join(sql.q(self.casbin._meta.get_field(n).column) for n in _CASBIN_FIELDS)
+        v = [sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")]
+        text = (
+            f"WITH src AS MATERIALIZED (SELECT {self.col(sql, 'pk')} AS id, "  # noqa: S608 (identifiers only)
+            f"{self.subject(sql)} AS s, {self.role(sql)} AS r, {self.scope(sql)} AS o, "
+            f"{self.present(sql)} AS there FROM {legacy} l JOIN {users} u "
+            f"ON u.{pk} = {self.col(sql, 'user')} WHERE {self.where(sql)}), "
+            f"written AS (INSERT INTO {casbin} ({columns}) SELECT {sql.p(ROLE_PTYPE)}, s, r, o, "
+            f"'', '', '' FROM src WHERE NOT there ORDER BY id RETURNING {', '.join(v)}), "
+            f"gone AS (DELETE FROM {legacy} WHERE {sql.q(self.model._meta.pk.column)} IN "
+            f"(SELECT id FROM src WHERE there OR (s, r, o) IN (SELECT * FROM written)) "
+            f"RETURNING 1) "
+        )
+        return text + _final_select("gone", "written", listed), sql.params
+
 
 # PostgreSQL: OFFSET 0 keeps an EXISTS a lookup per row through an index. Joined instead
 # (a semi-join), it is planned from the table's statistics, and casbin_rule filled since
@@ -313,6 +343,17 @@ class _Forward:
 _PER_ROW_LOOKUP = {"postgresql": " OFFSET 0", "mysql": "", "sqlite": ""}
 
 _CASBIN_FIELDS = ("ptype", "v0", "v1", "v2", "v3", "v4", "v5")
+LEGACY_KEY = ("user", "org", "course_id", "role")
+
+
+def _final_select(counted: str, listed_cte: str, listed: bool) -> str:
+    """The final SELECT of a one-statement batch: the rows of ``listed_cte`` (when
+    ``listed``) and, on every row, the count of ``counted``; a last row of NULLs carries the
+    count when nothing is listed."""
+    count = f"(SELECT COUNT(*) FROM {counted})"
+    if not listed:
+        return f"SELECT {count}, (SELECT COUNT(*) FROM {listed_cte})"
+    return f"SELECT {count}, * FROM {listed_cte} UNION ALL SELECT {count}, NULL, NULL, NULL"
 
 
 # --- rollback: Casbin rows to the legacy table ------------------------------------------------
@@ -391,8 +432,8 @@ class _Rollback:
             f"EXISTS (SELECT 1 FROM {sql.q(self.model._meta.db_table)} l "  # noqa: S608 (identifiers only)
             f"WHERE {self.lcol(sql, 'user')} = u.{_user_columns(sql)[1]} "
             f"AND {sql.unindexed(self.lcol(sql, 'org'))} = {self.org(sql)} "
-            f"AND {sql.unindexed(self.lcol(sql, 'course_id'))} = {self.course(sql)} "
-            f"AND {sql.unindexed(self.lcol(sql, 'role'))} = {self.role(sql)}"
+            f"AND {self.lcol(sql, 'course_id')} = {self.course(sql)} "
+            f"AND {self.lcol(sql, 'role')} = {self.role(sql)}"
         )
         if exact and sql.vendor == "mysql":
             text += (
@@ -431,6 +472,27 @@ class _Rollback:
             f"AND {sql.member(self.c(sql, 'pk'), skip, True)} ORDER BY 1, 2, 3, 4",
             sql.params,
         )
+
+    def one_statement(self, listed: bool) -> tuple[str, list]:
+        """PostgreSQL: the whole batch in one statement, as :meth:`_Forward.one_statement`."""
+        sql = _Sql(self.connection)
+        users, pk, _ = _user_columns(sql)
+        casbin = sql.q(self.casbin._meta.db_table)
+        legacy = sql.q(self.model._meta.db_table)
+        key = [sql.q(self.model._meta.get_field(n).column) for n in LEGACY_KEY]
+        v = [sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")]
+        text = (
+            f"WITH src AS MATERIALIZED (SELECT {self.c(sql, 'pk')} AS id, u.{pk} AS k0, "  # noqa: S608 (identifiers only)
+            f"{self.org(sql)} AS k1, {self.course(sql)} AS k2, {self.role(sql)} AS k3, "
+            f"{self.present(sql, exact=True)} AS there FROM {casbin} c JOIN {users} u "
+            f"ON {self.user_join(sql)} WHERE {self.where(sql)}), "
+            f"written AS (INSERT INTO {legacy} ({', '.join(key)}) SELECT DISTINCT k0, k1, k2, k3 "
+            f"FROM src WHERE NOT there ORDER BY 1, 2, 3, 4 RETURNING {', '.join(key)}), "
+            f"gone AS (DELETE FROM {casbin} WHERE {sql.q(self.casbin._meta.pk.column)} IN "
+            f"(SELECT id FROM src WHERE there OR (k0, k1, k2, k3) IN (SELECT * FROM written)) "
+            f"RETURNING {', '.join(v)}) "
+        )
+        return text + _final_select("written", "gone", listed), sql.params
 
     def delete(self, returning: bool) -> tuple[str, list]:
         """DELETE the rows whose target is now present, compared exactly."""
@@ -472,6 +534,9 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
     """Move the plain legacy rows of (after, upper] to Casbin: two statements."""
     statements = _Forward(selection, rule, after, upper)
     connection = statements.connection
+    if connection.vendor == "postgresql":
+        moved, created, rows = _one_statement(connection, statements, listed)
+        return Moved(moved, created, casbin_added=rows, casbin_removed=[])
     done = Moved(casbin_added=[], casbin_removed=[])
     with connection.cursor() as cursor:
         cursor.execute(*statements.present_sources())
@@ -491,6 +556,9 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
 def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
     """Move the plain Casbin rows of (after, upper] to the legacy table: two statements."""
     statements = _Rollback(selection, rule, after, upper)
+    if statements.connection.vendor == "postgresql":
+        created, moved, rows = _one_statement(statements.connection, statements, listed)
+        return Moved(moved, created, casbin_added=[], casbin_removed=rows)
     done = Moved(casbin_added=[], casbin_removed=[])
     with statements.connection.cursor() as cursor:
         cursor.execute(*statements.present_sources())
@@ -504,3 +572,15 @@ def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, li
         else:
             done.moved = cursor.rowcount
     return done
+
+
+def _one_statement(connection, statements, listed: bool) -> tuple[int, int, list]:
+    """Run a batch's one statement: (first count, second count, rows listed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(*statements.one_statement(listed))
+        result = cursor.fetchall()
+    if not listed:
+        [(first, second)] = result
+        return first, second, []
+    rows = [tuple(row[1:]) for row in result if row[1] is not None]
+    return result[-1][0], len(rows), rows

@@ -405,7 +405,7 @@ def _is_statement_builder(node: ast.expr) -> bool:
         and isinstance(node.func, ast.Attribute)
         and isinstance(node.func.value, ast.Name)
         and node.func.value.id == "statements"
-        and node.func.attr in ("present_sources", "insert", "delete")
+        and node.func.attr in ("present_sources", "insert", "delete", "one_statement")
     )
 
 
@@ -465,7 +465,8 @@ def test_statements_the_database_moves_by_carry_every_value_as_a_parameter(selec
         statements += [forward.present_sources(), forward.insert(True, [HOSTILE])]
         statements += [forward.delete(True), forward.delete(False)]
         statements += [backward.present_sources(), backward.insert([HOSTILE])]
-        statements += [backward.delete(True)]
+        statements += [backward.delete(True), forward.one_statement(True)]
+        statements += [forward.one_statement(False), backward.one_statement(True)]
     for text, params in statements:
         assert "DROP" not in text and "staff" not in text and "course_staff" not in text
         assert text.count("%s") == len(params) > 0
