@@ -183,11 +183,11 @@ def _write_then_delete(result, planned, present, steps: _Steps, dry_run: bool):
     # A dict keeps source order (deterministic ids) where a set would not.
     wanted = dict.fromkeys(target for _, target in planned)
     missing = [target for target in wanted if target not in present]
-    if present:
-        result.already_present = sum(1 for _, target in planned if target in present)
     if dry_run:
         result.created = len(missing)
         result.moved = len(planned)
+        # A moved row whose target it did not write (there before, or a twin's).
+        result.already_present = result.moved - result.created
         return [], []
     if steps.in_key_order:
         missing.sort()
@@ -208,4 +208,5 @@ def _write_then_delete(result, planned, present, steps: _Steps, dry_run: bool):
                 )
     result.moved = steps.delete([row for row, _ in moved])
     result.created = len(created)
+    result.already_present = result.moved - result.created
     return moved, created

@@ -1,18 +1,21 @@
 """The part of a batch the database moves by itself (docs/decisions/0014).
 
-Most rows of a move are plain: a course role of the role map, in a well-formed course key of
-the org its row names, held by a user who exists, in a course whose flag simply follows the
-scope's (no override of its own). For those the answer of :mod:`~authz_migration.placement`
-is known without looking at the row in Python, so two statements move them and no row leaves
-the database: an ``INSERT ... SELECT`` of the missing targets and a ``DELETE`` of exactly the
-sources whose target is then present, compared exactly (never by a ``_ci`` collation).
+Most rows of a move are plain: a course role of the role map, in a well-formed ASCII course
+key of the org its row names, held by a user who exists, in a course whose flag simply
+follows the scope's (no override of its own). For those the answer of
+:mod:`~authz_migration.placement` is known without looking at the row in Python, so the
+database moves them and no row leaves it: on PostgreSQL one statement per batch (read the
+rows and test each target once, write the missing targets, delete the rows whose target was
+there or was written); on SQLite three (the rows whose target is there, the INSERT of the
+others' targets, the DELETE of the rows whose target now exists).
 
 The predicate here is deliberately narrower than placement's rule: every row it takes is one
 placement would move, to the same target. Whatever it leaves (org-wide roles, unmapped roles,
-odd keys, missing users, overridden courses, rows equal but for letter case) stays in the
-source store and goes through placement in Python, as every row did before, which classifies,
-reports and moves it. So the rule of where a row belongs is still written once; this module
-only spares Python the rows whose answer is certain.
+odd keys, missing users, overridden courses) stays in the source store and goes through
+placement in Python, as every row did before, which classifies, reports and moves it. So the
+rule of where a row belongs is still written once; this module only spares Python the rows
+whose answer is certain. MariaDB/MySQL and hosts with openedx-authz keep the Python path
+(:func:`usable`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from .roles import (
     role_key,
     role_map,
 )
-from .stores import Selection, casbin_rule_model, has_unique_legacy_key, max_length
+from .stores import Selection, casbin_rule_model, max_length
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,7 @@ class _Sql:
         return "%s"
 
     def concat(self, *parts: str) -> str:
-        if self.vendor == "mysql":
-            return f"CONCAT({', '.join(parts)})"
         return "(" + " || ".join(parts) + ")"
-
-    def exact(self, expr: str) -> str:
-        """``expr`` compared byte for byte: MariaDB's _ci collations ignore case, accents and
-        trailing spaces; PostgreSQL's and SQLite's ``=`` are exact already."""
-        return f"CAST({expr} AS BINARY)" if self.vendor == "mysql" else expr
 
     def unindexed(self, expr: str) -> str:
         """``expr`` as an index cannot serve it, its comparisons unchanged. Statistics taken
@@ -96,19 +92,15 @@ class _Sql:
         org's own index, and each lookup reads every row the move has written so far."""
         if self.vendor == "postgresql":
             return f'({expr} COLLATE "C")'  # byte-wise equality, as the default's
-        if self.vendor == "sqlite":
-            return f"+{expr}"
-        return expr
+        return f"+{expr}"  # SQLite's way
 
     def length(self, expr: str) -> str:
-        return f"CHAR_LENGTH({expr})" if self.vendor == "mysql" else f"LENGTH({expr})"
+        return f"LENGTH({expr})"  # in characters, on both
 
     def before_plus(self, expr: str) -> str:
         """``expr`` up to its first ``+`` (a well-formed key has one)."""
         if self.vendor == "postgresql":
             return f"split_part({expr}, '+', 1)"
-        if self.vendor == "mysql":
-            return f"SUBSTRING_INDEX({expr}, '+', 1)"
         return f"SUBSTR({expr}, 1, INSTR({expr}, '+') - 1)"
 
     def member(self, expr: str, values, negate: bool = False) -> str:
@@ -116,22 +108,20 @@ class _Sql:
         if not values:
             return "1 = 1" if negate else "1 = 0"
         marks = ", ".join(self.p(value) for value in values)
-        return f"{self.exact(expr)} {'NOT IN' if negate else 'IN'} ({marks})"
+        return f"{expr} {'NOT IN' if negate else 'IN'} ({marks})"
 
     def starts(self, expr: str, prefix: str) -> str:
-        """``expr`` starts with ``prefix``: a LIKE the index can serve, then the exact test."""
+        """``expr`` starts with ``prefix``: a LIKE the index can serve, then the exact test
+        (SQLite's LIKE ignores case)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         escape = " ESCAPE '\\'" if self.vendor == "sqlite" else ""
         like = f"{expr} LIKE {self.p(escaped + '%')}{escape}"
-        return f"{like} AND {self.exact(f'SUBSTR({expr}, 1, {len(prefix)})')} = {self.p(prefix)}"
+        return f"{like} AND SUBSTR({expr}, 1, {len(prefix)}) = {self.p(prefix)}"
 
     def course_key(self, expr: str) -> str:
         """``expr`` is ``course-v1:ORG+COURSE+RUN`` with ASCII parts."""
         if self.vendor == "postgresql":
             return f"{expr} ~ {self.p(f'^course-v1:{_PART}[+]{_PART}[+]{_PART}$')}"
-        if self.vendor == "mysql":
-            pattern = f"^course-v1:{_PART}[+]{_PART}[+]{_PART}\\z"
-            return f"{self.exact(expr)} REGEXP {self.p(pattern)}"
         # SQLite: GLOB is case-sensitive and native (REGEXP would call into Python per row).
         return (
             f"{expr} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
@@ -140,7 +130,7 @@ class _Sql:
 
     def case(self, expr: str, mapping: dict[str, str]) -> str:
         whens = " ".join(f"WHEN {self.p(k)} THEN {self.p(v)}" for k, v in mapping.items())
-        return f"CASE {self.exact(expr)} {whens} END"
+        return f"CASE {expr} {whens} END"
 
 
 def _user_columns(sql: _Sql) -> tuple[str, str, str]:
@@ -210,12 +200,12 @@ class _Forward:
             parts.append(f"{pk} > {sql.p(self.after)}")
         if self.selection.org is not None:
             parts.append(sql.starts(course, course_key_prefix(self.selection.org)))
-            parts.append(f"{sql.exact(org)} = {sql.p(self.selection.org)}")
+            parts.append(f"{org} = {sql.p(self.selection.org)}")
         else:
             if not self.selection.everything:
                 parts.append(sql.member(course, self.selection.courses))
             key_org = f"SUBSTR({sql.before_plus(course)}, {len(COURSE_KEY_PREFIX) + 1})"
-            parts.append(f"{sql.exact(org)} = {sql.exact(key_org)}")
+            parts.append(f"{org} = {key_org}")
         parts.append(sql.course_key(course))
         parts.append(sql.member(self.col(sql, "role"), list(self.roles)))
         parts.append(sql.member(course, self.rule.skip_courses, negate=True))
@@ -234,12 +224,6 @@ class _Forward:
             f"AND {c['v1']} = {self.role(sql)} AND {c['ptype']} = {sql.p(ROLE_PTYPE)} "
             f"AND {c['v3']} = '' AND {c['v4']} = '' AND {c['v5']} = ''"
         )
-        if sql.vendor == "mysql":
-            text += (
-                f" AND {sql.exact(c['v2'])} = {sql.exact(self.scope(sql))}"
-                f" AND {sql.exact(c['v0'])} = {sql.exact(self.subject(sql))}"
-                f" AND {sql.exact(c['v1'])} = {sql.exact(self.role(sql))}"
-            )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
 
     def present_sources(self) -> tuple[str, list]:
@@ -276,38 +260,14 @@ class _Forward:
             text += f" RETURNING {', '.join(columns.split(', ')[1:4])}"
         return text, sql.params
 
-    def delete(self, key_order: bool) -> tuple[str, list]:
-        """DELETE the rows whose target is now present. With ``key_order`` (MariaDB/MySQL)
-        the rows are locked in the order of the legacy table's unique key, as every legacy
-        write of a move is (docs/decisions/0011): the rows to delete are listed first, in
-        key order, and each is then reached through the unique key."""
+    def delete(self) -> tuple[str, list]:
+        """DELETE the rows whose target is now present (SQLite)."""
         sql = _Sql(self.connection)
         users, pk, _ = _user_columns(sql)
-        table = sql.q(self.model._meta.db_table)
-        if not key_order and sql.vendor == "mysql":  # no alias in a one-table DELETE
-            return (
-                f"DELETE l FROM {table} l JOIN {users} u ON u.{pk} = {self.col(sql, 'user')} "  # noqa: S608 (identifiers only)
-                f"WHERE {self.where(sql)} AND {self.present(sql)}",
-                sql.params,
-            )
-        if not key_order:
-            return (
-                f"DELETE FROM {table} AS l WHERE EXISTS (SELECT 1 FROM {users} u "  # noqa: S608 (identifiers only)
-                f"WHERE u.{pk} = {self.col(sql, 'user')} AND {self.where(sql)} "
-                f"AND {self.present(sql)})",
-                sql.params,
-            )
-        chosen = (
-            f"FROM {table} l JOIN {users} u ON u.{pk} = {self.col(sql, 'user')} "  # noqa: S608 (identifiers only)
-            f"WHERE {self.where(sql)} AND {self.present(sql)}"
-        )
-        keys = [self.col(sql, n) for n in ("user", "org", "course_id", "role")]
-        on = " AND ".join(f"{k.replace('l.', 'd.', 1)} = k.c{i}" for i, k in enumerate(keys))
-        listed = ", ".join(f"{k} AS c{i}" for i, k in enumerate(keys))
         return (
-            f"DELETE d FROM (SELECT {self.col(sql, 'pk')} AS id, {listed} {chosen} "  # noqa: S608 (identifiers only)
-            f"ORDER BY {', '.join(keys)} LIMIT 18446744073709551615) k STRAIGHT_JOIN "
-            f"{table} d ON {on} WHERE {self.col(sql, 'pk', 'd')} + 0 = k.id",
+            f"DELETE FROM {sql.q(self.model._meta.db_table)} AS l WHERE EXISTS (SELECT 1 "  # noqa: S608 (identifiers only)
+            f"FROM {users} u WHERE u.{pk} = {self.col(sql, 'user')} AND {self.where(sql)} "
+            f"AND {self.present(sql)})",
             sql.params,
         )
 
@@ -329,7 +289,7 @@ class _Forward:
             f"{self.present(sql)} AS there FROM {legacy} l JOIN {users} u "
             f"ON u.{pk} = {self.col(sql, 'user')} WHERE {self.where(sql)}), "
             f"written AS (INSERT INTO {casbin} ({columns}) SELECT {sql.p(ROLE_PTYPE)}, s, r, o, "
-            f"'', '', '' FROM src WHERE NOT there ORDER BY id RETURNING {', '.join(v)}), "
+            f"'', '', '' FROM {_fresh_sql(self.model)} ORDER BY id RETURNING {', '.join(v)}), "
             f"gone AS (DELETE FROM {legacy} WHERE {sql.q(self.model._meta.pk.column)} IN "
             f"(SELECT id FROM src WHERE there OR (s, r, o) IN (SELECT * FROM written)) "
             f"RETURNING 1) "
@@ -340,10 +300,21 @@ class _Forward:
 # PostgreSQL: OFFSET 0 keeps an EXISTS a lookup per row through an index. Joined instead
 # (a semi-join), it is planned from the table's statistics, and casbin_rule filled since
 # its last ANALYZE (a first sync) looks nearly empty: a scan of the table per batch follows.
-_PER_ROW_LOOKUP = {"postgresql": " OFFSET 0", "mysql": "", "sqlite": ""}
+_PER_ROW_LOOKUP = {"postgresql": " OFFSET 0", "sqlite": ""}
 
 _CASBIN_FIELDS = ("ptype", "v0", "v1", "v2", "v3", "v4", "v5")
 LEGACY_KEY = ("user", "org", "course_id", "role")
+
+
+def _fresh_sql(model) -> str:
+    """The rows of ``src`` whose target is to be written: one per target where equal legacy
+    rows may repeat (no unique key declared)."""
+    if _unique_key_declared(model):
+        return "src WHERE NOT there"
+    return (
+        "(SELECT DISTINCT ON (s, r, o) id, s, r, o FROM src WHERE NOT there "
+        "ORDER BY s, r, o, id) AS fresh"
+    )
 
 
 def _final_select(counted: str, listed_cte: str, listed: bool) -> str:
@@ -370,11 +341,10 @@ class _Rollback:
         self.selection, self.rule, self.after, self.upper = selection, rule, after, upper
         self.roles = {role_key(casbin): legacy for casbin, legacy in reverse_role_map().items()}
         self.limits = (max_length(self.model, "org"), max_length(self.model, "course_id"))
-        self.source = "c"  # how the statement names the source row
 
     def c(self, sql: _Sql, name: str) -> str:
         field = self.casbin._meta.pk if name == "pk" else self.casbin._meta.get_field(name)
-        return f"{self.source}.{sql.q(field.column)}"
+        return f"c.{sql.q(field.column)}"
 
     def lcol(self, sql: _Sql, name: str) -> str:
         return f"l.{sql.q(self.model._meta.get_field(name).column)}"
@@ -396,8 +366,6 @@ class _Rollback:
         _, _, name = _user_columns(sql)
         username = f"SUBSTR({self.c(sql, 'v0')}, {len(SUBJECT_NAMESPACE) + 1})"
         join = f"u.{name} = {username}"
-        if sql.vendor == "mysql":
-            join += f" AND {sql.exact(f'u.{name}')} = {sql.exact(username)}"
         return join
 
     def where(self, sql: _Sql) -> str:
@@ -412,8 +380,8 @@ class _Rollback:
         else:
             parts.append(sql.starts(v2, SCOPE_NAMESPACE))
         parts.append(sql.course_key(self.course(sql)))
-        parts.append(f"{sql.exact(self.c(sql, 'ptype'))} = {sql.p(ROLE_PTYPE)}")
-        parts.extend(f"{sql.exact(self.c(sql, n))} = ''" for n in ("v3", "v4", "v5"))
+        parts.append(f"{self.c(sql, 'ptype')} = {sql.p(ROLE_PTYPE)}")
+        parts.extend(f"{self.c(sql, n)} = ''" for n in ("v3", "v4", "v5"))
         parts.append(sql.member(self.c(sql, "v1"), list(self.roles)))
         parts.append(sql.starts(self.c(sql, "v0"), SUBJECT_NAMESPACE))
         parts.append(sql.member(self.course(sql), self.rule.skip_courses, negate=True))
@@ -425,9 +393,9 @@ class _Rollback:
             parts.append(f"{sql.length(self.course(sql))} <= {sql.p(self.limits[1])}")
         return " AND ".join(f"({part})" for part in parts)
 
-    def present(self, sql: _Sql, exact: bool) -> str:
-        """EXISTS: the row's target is in the legacy table: as its unique key compares
-        (``exact=False``: a row equal but for case blocks the insert), or byte for byte."""
+    def present(self, sql: _Sql) -> str:
+        """EXISTS: the row's target is in the legacy table (the user's rows are looked up by
+        its index; the org is compared, never looked up: see :meth:`_Sql.unindexed`)."""
         text = (
             f"EXISTS (SELECT 1 FROM {sql.q(self.model._meta.db_table)} l "  # noqa: S608 (identifiers only)
             f"WHERE {self.lcol(sql, 'user')} = u.{_user_columns(sql)[1]} "
@@ -435,12 +403,6 @@ class _Rollback:
             f"AND {self.lcol(sql, 'course_id')} = {self.course(sql)} "
             f"AND {self.lcol(sql, 'role')} = {self.role(sql)}"
         )
-        if exact and sql.vendor == "mysql":
-            text += (
-                f" AND {sql.exact(self.lcol(sql, 'org'))} = {sql.exact(self.org(sql))}"
-                f" AND {sql.exact(self.lcol(sql, 'course_id'))} = {sql.exact(self.course(sql))}"
-                f" AND {sql.exact(self.lcol(sql, 'role'))} = {sql.exact(self.role(sql))}"
-            )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
 
     def present_sources(self) -> tuple[str, list]:
@@ -451,7 +413,7 @@ class _Rollback:
         return (
             f"SELECT {self.c(sql, 'pk')} FROM {sql.q(self.casbin._meta.db_table)} c "  # noqa: S608 (identifiers only)
             f"JOIN {users} u ON {self.user_join(sql)} WHERE {self.where(sql)} "
-            f"AND {self.present(sql, exact=False)}",
+            f"AND {self.present(sql)}",
             sql.params,
         )
 
@@ -484,7 +446,7 @@ class _Rollback:
         text = (
             f"WITH src AS MATERIALIZED (SELECT {self.c(sql, 'pk')} AS id, u.{pk} AS k0, "  # noqa: S608 (identifiers only)
             f"{self.org(sql)} AS k1, {self.course(sql)} AS k2, {self.role(sql)} AS k3, "
-            f"{self.present(sql, exact=True)} AS there FROM {casbin} c JOIN {users} u "
+            f"{self.present(sql)} AS there FROM {casbin} c JOIN {users} u "
             f"ON {self.user_join(sql)} WHERE {self.where(sql)}), "
             f"written AS (INSERT INTO {legacy} ({', '.join(key)}) SELECT DISTINCT k0, k1, k2, k3 "
             f"FROM src WHERE NOT there ORDER BY 1, 2, 3, 4 RETURNING {', '.join(key)}), "
@@ -495,20 +457,13 @@ class _Rollback:
         return text + _final_select("written", "gone", listed), sql.params
 
     def delete(self, returning: bool) -> tuple[str, list]:
-        """DELETE the rows whose target is now present, compared exactly."""
+        """DELETE the rows whose target is now present, compared exactly (SQLite)."""
         sql = _Sql(self.connection)
-        table = sql.q(self.casbin._meta.db_table)
-        # MariaDB has no alias in a single-table DELETE: the table's name is the source's.
-        self.source = table if sql.vendor == "mysql" else "c"
-        named = "" if sql.vendor == "mysql" else " AS c"
-        try:
-            text = (
-                f"DELETE FROM {table}{named} WHERE EXISTS (SELECT 1 FROM "  # noqa: S608 (identifiers only)
-                f"{_user_columns(sql)[0]} u WHERE {self.user_join(sql)} AND {self.where(sql)} "
-                f"AND {self.present(sql, exact=True)})"
-            )
-        finally:
-            self.source = "c"
+        text = (
+            f"DELETE FROM {sql.q(self.casbin._meta.db_table)} AS c WHERE EXISTS (SELECT 1 "  # noqa: S608 (identifiers only)
+            f"FROM {_user_columns(sql)[0]} u WHERE {self.user_join(sql)} AND {self.where(sql)} "
+            f"AND {self.present(sql)})"
+        )
         if returning:
             text += " RETURNING " + ", ".join(
                 sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")
@@ -520,14 +475,17 @@ class _Rollback:
 
 
 def usable(listed: bool) -> bool:
-    """Whether the database may move rows here: not beside openedx-authz (its side rows are
-    written per rule by :mod:`~authz_migration.peer`), and, when the rules moved must be
-    listed, only where a statement can return them (``RETURNING``: PostgreSQL, SQLite 3.35,
-    MariaDB 10.5; not MySQL)."""
+    """Whether the database may move rows here: PostgreSQL and SQLite, not beside
+    openedx-authz (its side rows are written per rule by :mod:`~authz_migration.peer`).
+
+    Not MariaDB/MySQL yet: there a statement that reads the batch's key range to delete
+    from it (a locking read under InnoDB, whatever the isolation level) waits for rows of
+    other orgs that a concurrent move holds, which the Python path's plain read and
+    key-order DELETE never do (docs/decisions/0011, 0014)."""
     if peer.installed():
         return False
     connection = connections[router.db_for_write(casbin_rule_model())]
-    return not listed or connection.vendor != "mysql" or connection.mysql_is_mariadb
+    return connection.vendor in ("postgresql", "sqlite")
 
 
 def forward(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
@@ -547,8 +505,7 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
             done.created = len(done.casbin_added)
         else:
             done.created = cursor.rowcount
-        key_order = connection.vendor == "mysql" and has_unique_legacy_key(connection)
-        cursor.execute(*statements.delete(key_order))
+        cursor.execute(*statements.delete())
         done.moved = cursor.rowcount
     return done
 

@@ -361,12 +361,6 @@ def _unique_key(connection, model) -> dict | None:
     return _UNIQUE_KEYS[cache_key]
 
 
-def has_unique_legacy_key(connection) -> bool:
-    """Whether the legacy table has a unique key on (user, org, course_id, role) (MariaDB and
-    MySQL; asked once per process)."""
-    return _unique_key(connection, legacy_role_model()) is not None
-
-
 def _mysql_delete_in_key_order(connection, model, key: dict, rows: list[LegacyRow]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(_key_order_delete_sql(connection, model, key), [_key_order_param(rows)])

@@ -25,7 +25,7 @@ from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.test import override_settings
 from django.urls import reverse
 
@@ -456,6 +456,8 @@ HOSTILE = "x'); DROP TABLE auth_user; --"
 def test_statements_the_database_moves_by_carry_every_value_as_a_parameter(selection):
     """What sqlmoves writes as SQL is its own text; every value (org, courses, roles, the
     courses and orgs left out, the key range) is a parameter, whatever it holds."""
+    if connection.vendor == "mysql":
+        pytest.skip("the database's own path does not run on MariaDB/MySQL")
     rule = sqlmoves.Rule((f"course-v1:{HOSTILE}+D+R",), (HOSTILE,))
     roles = {f"staff{HOSTILE}": f"course_staff{HOSTILE}", "instructor": "course_admin"}
     statements = []
@@ -463,7 +465,7 @@ def test_statements_the_database_moves_by_carry_every_value_as_a_parameter(selec
         forward = sqlmoves._Forward(selection, rule, 7, 9)
         backward = sqlmoves._Rollback(selection, rule, 7, 9)
         statements += [forward.present_sources(), forward.insert(True, [HOSTILE])]
-        statements += [forward.delete(True), forward.delete(False)]
+        statements += [forward.delete()]
         statements += [backward.present_sources(), backward.insert([HOSTILE])]
         statements += [backward.delete(True), forward.one_statement(True)]
         statements += [forward.one_statement(False), backward.one_statement(True)]

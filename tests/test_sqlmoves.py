@@ -1,0 +1,178 @@
+"""The database's own path for plain rows (authz_migration/sqlmoves.py) decides nothing on
+its own: on data full of rows it must not take, a move ends exactly as when every row goes
+through placement in Python, store for store and count for count, on every database."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from authz_migration import api, sqlmoves
+from authz_migration.conf import legacy_role_model
+from authz_migration.models import MigrationRun
+from authz_migration.stores import casbin_rule_model
+from tests.helpers import add_casbin, add_casbin_role, legacy_rows_by_username
+
+ORG = "OrgA"
+PLAIN = [f"course-v1:OrgA+C{i}+R" for i in range(6)]
+PINNED = "course-v1:OrgA+Pinned+R"
+# Rows the database must leave to placement, each for its own reason.
+ODD = [
+    ("", "instructor", ORG),  # an org-wide role
+    (PLAIN[0], "finance_admin", ORG),  # a role outside the map
+    ("library-v1:OrgA+Lib", "staff", ORG),  # a library key
+    ("course-v1:OrgA+Café+R", "staff", ORG),  # a letter outside ASCII: placement moves it
+    ("course-v1:OrgA+C 1+R", "staff", ORG),  # a space: a malformed key
+    ("course-v1:OrgA+C7+R", "staff", "orga"),  # the org column names another org
+    ("course-v1:orga+C1+R", "staff", "orga"),  # a look-alike org, not OrgA
+    ("course-v1:Org_A+C1+R", "beta_testers", "Org_A"),  # LIKE's wildcard, not OrgA
+    (PINNED, "staff", ORG),  # a course with its own override
+]
+COUNTS = ("scanned", "moved", "created", "already_present", "in_place", "excluded")
+
+
+def seed(make_user, course_override) -> None:
+    users = [make_user(name) for name in ("alice", "dave", "bob", "carol")]
+    model = legacy_role_model()
+    rows = [
+        model(user=user, org=ORG, course_id=course, role=role)
+        for user in users
+        for course in PLAIN
+        for role in ("staff", "instructor")
+    ]
+    # Their own user: under MariaDB's _ci key, look-alike rows of one user would clash.
+    erin = make_user("erin")
+    rows += [model(user=erin, org=org, course_id=c, role=r) for c, r, org in ODD]
+    if connection.vendor != "mysql":  # (MariaDB's _ci key holds one of the two)
+        # The same role as the "orga" row of C7 (one target for both), its org column right.
+        rows.append(model(user=erin, org=ORG, course_id="course-v1:OrgA+C7+R", role="staff"))
+    model.objects.bulk_create(rows)
+    course_override(PINNED, "off")
+    add_casbin_role("bob", "course_staff", PLAIN[1])  # already there: moves without a write
+    add_casbin("user^carol", "role^course_staff", f"course-v1^{PLAIN[2]}", "x")  # not equal
+
+
+def state() -> tuple:
+    casbin = sorted(casbin_rule_model().objects.values_list("ptype", "v0", "v1", "v2", "v3"))
+    return sorted(legacy_rows_by_username()), casbin
+
+
+def summary(outcome) -> dict:
+    metadata = outcome.metadata
+    return {
+        "status": outcome.status,
+        "counts": {name: metadata["counts"][name] for name in (*COUNTS, "not_migrated")},
+        "could_not_move": {k: v["count"] for k, v in metadata["could_not_move"].items()},
+        "not_migrated_by_role": metadata["not_migrated_by_role"],
+        "excluded_courses": metadata["excluded_courses"]["items"],
+    }
+
+
+def both_ways(monkeypatch, run) -> list:
+    """``run()``'s summaries and end states with the database's path, then (the data rolled
+    back by the test's transaction savepoint) with every row through placement."""
+    from django.db import transaction
+
+    results = []
+    for usable in (sqlmoves.usable, lambda listed: False):
+        monkeypatch.setattr(sqlmoves, "usable", usable)
+        with transaction.atomic():
+            outcomes = run()
+            results.append(([summary(o) for o in outcomes], state()))
+            transaction.set_rollback(True)
+    return results
+
+
+def test_an_org_move_and_back_ends_as_placement_alone_would(
+    db, make_user, course_override, org_override, monkeypatch
+):
+    seed(make_user, course_override)
+
+    def run():
+        forward = api.migrate_org(ORG, True, force=True)
+        back = api.migrate_org(ORG, False, force=True)
+        org_override(ORG, "on")
+        synced = api.sync_org(ORG)
+        return [forward, back, *synced]
+
+    database, python = both_ways(monkeypatch, run)
+    assert database == python
+    [forward, *_], _ = database
+    assert forward["counts"]["moved"] >= len(PLAIN) * 8  # the plain rows did move
+    assert forward["counts"]["already_present"] >= 1
+
+
+def test_an_instance_sync_ends_as_placement_alone_would(
+    db, make_user, course_override, org_override, global_flag, monkeypatch
+):
+    seed(make_user, course_override)
+    org_override("orga", "off")  # an org with its own override stays put
+    global_flag(True)
+
+    def run():
+        return list(api.sync_instance())
+
+    database, python = both_ways(monkeypatch, run)
+    assert database == python
+
+
+def test_a_forced_move_of_one_course_ends_as_placement_alone_would(
+    db, make_user, course_override, monkeypatch
+):
+    seed(make_user, course_override)
+
+    def run():
+        forward = api.migrate_course(PLAIN[3], True, force=True)
+        return [forward, api.migrate_course(PLAIN[3], False, force=True)]
+
+    database, python = both_ways(monkeypatch, run)
+    assert database == python
+
+
+def test_plain_rows_cost_the_database_path_no_python_placement(db, make_user, monkeypatch):
+    """The plain rows of a batch never reach placement: only the odd ones do."""
+    from authz_migration import placement
+
+    alice = make_user("alice")
+    model = legacy_role_model()
+    model.objects.bulk_create(
+        [model(user=alice, org=ORG, course_id=c, role="staff") for c in PLAIN]
+        + [model(user=alice, org=ORG, course_id="", role="staff")]
+    )
+    placed = []
+    real = placement.legacy_verdicts
+    monkeypatch.setattr(
+        placement, "legacy_verdicts", lambda rows, decide: placed.extend(rows) or real(rows, decide)
+    )
+
+    outcome = api.migrate_org(ORG, True, force=True)
+
+    assert (outcome.status, outcome.moved) == (MigrationRun.Status.COMPLETED, len(PLAIN) + 1)
+    assert [row.course_id for row in placed] == [""]  # the org-wide role alone
+
+
+@pytest.mark.server_db
+def test_the_database_path_reads_each_target_by_index_on_a_table_without_statistics(db):
+    """casbin_rule filled since its last ANALYZE looks empty to PostgreSQL's planner; each
+    plain row's target must still be looked up through the scope index, never by scanning
+    the table (it would be a scan per row)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL query plan")
+    from authz_migration.stores import Selection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE casbin_rule")  # analyzed empty, as before a first sync
+        cursor.execute(
+            "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4, v5) "
+            "SELECT 'g', 'user^u' || i, 'role^course_staff', "
+            "'course-v1^course-v1:OrgB+C' || (i / 5) || '+R', '', '', '' "
+            "FROM generate_series(1, 50000) AS i"
+        )
+        text, params = sqlmoves._Forward(Selection(org=ORG), sqlmoves.Rule(), 0, 10).one_statement(
+            False
+        )
+        cursor.execute("EXPLAIN " + text, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "authz_mig_casbin_scope" in plan, plan
+    assert "Seq Scan on casbin_rule" not in plan, plan
