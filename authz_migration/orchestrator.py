@@ -392,7 +392,7 @@ def _apply(move: Move, options: Options) -> Outcome:
     stats = _Stats(get_setting("METADATA_LIST_LIMIT"))
     decider = _Decider(move)
     listed = enforcer.rules_wanted()
-    fast = not options.dry_run and sqlmoves.usable(listed)
+    fast = not options.dry_run and sqlmoves.usable()
     cursor, finished = options.after, True
     while True:
         if max_batches is not None and stats.batches >= max_batches:

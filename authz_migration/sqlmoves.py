@@ -474,7 +474,7 @@ class _Rollback:
 # --- entry points ------------------------------------------------------------------------------
 
 
-def usable(listed: bool) -> bool:
+def usable() -> bool:
     """Whether the database may move rows here: PostgreSQL and SQLite, not beside
     openedx-authz (its side rows are written per rule by :mod:`~authz_migration.peer`).
 
@@ -489,7 +489,8 @@ def usable(listed: bool) -> bool:
 
 
 def forward(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
-    """Move the plain legacy rows of (after, upper] to Casbin: two statements."""
+    """Move the plain legacy rows of (after, upper] to Casbin (one statement on PostgreSQL,
+    three on SQLite)."""
     statements = _Forward(selection, rule, after, upper)
     connection = statements.connection
     if connection.vendor == "postgresql":
@@ -511,7 +512,8 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
 
 
 def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
-    """Move the plain Casbin rows of (after, upper] to the legacy table: two statements."""
+    """Move the plain Casbin rows of (after, upper] to the legacy table (one statement on
+    PostgreSQL, three on SQLite)."""
     statements = _Rollback(selection, rule, after, upper)
     if statements.connection.vendor == "postgresql":
         created, moved, rows = _one_statement(statements.connection, statements, listed)
