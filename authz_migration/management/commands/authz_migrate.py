@@ -654,7 +654,7 @@ def _cutover_lines(step) -> list[str]:
         run = f" (run #{step.run.pk})" if step.run else ""
         return [
             f"  {step.org}: released, moved {step.moved} role row(s) to {detail['target']}; "
-            f"parity: 0 left behind{run}"
+            f"parity: {detail['left_in_source']} left behind{run}"
         ]
     if step.kind == cutover.LEFT:
         return [f"  {step.org}: left alone: {detail['reason']}"]
