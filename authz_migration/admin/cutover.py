@@ -34,6 +34,23 @@ def origin(row) -> str:
     return PIN if pins.is_pin(current) else RELEASE
 
 
+def is_org_override(model) -> bool:
+    """Whether ``model`` is an org override model (an ``org`` field, no ``course_id``)."""
+    names = {field.name for field in model._meta.get_fields()}
+    return "org" in names and "course_id" not in names
+
+
+def _is_newest(row) -> bool:
+    newest = (
+        type(row)
+        ._default_manager.filter(waffle_flag=row.waffle_flag, org=row.org)
+        .order_by("-change_date", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return newest == row.pk
+
+
 def _target() -> str:
     return "authz" if flags.global_state() else "legacy"
 
@@ -53,13 +70,12 @@ def origin_html(row):
     )
 
 
-def row_notice(row, current: bool = True) -> str:
-    """What the page of a cutover row says about it (``current``: it is its org's newest
-    row); empty for an operator's row."""
+def row_notice(row) -> str:
+    """What the page of a cutover row says about it; empty for an operator's row."""
     kind = origin(row)
     if kind == OPERATOR:
         return ""
-    if kind == PIN and not current:
+    if kind == PIN and not _is_newest(row):
         return _(
             "This row was a cutover pin, written by `authz_migrate cutover` (or a change of "
             "the global flag), not by an operator; a newer row of %(org)s decides now."
@@ -119,10 +135,10 @@ def add_progress_notice(request) -> None:
         messages.add_message(request, notice[1], notice[0])
 
 
-def add_row_notice(request, row, current: bool = True) -> None:
+def add_row_notice(request, row) -> None:
     """The page of a row the cutover wrote says so, as a warning message."""
     if row is None or not shows_notices(request):
         return
-    notice = row_notice(row, current)
+    notice = row_notice(row)
     if notice:
         messages.warning(request, notice)

@@ -29,7 +29,7 @@ from ..flags import flag_name
 from ..models import MigrationRun
 from ..orchestrator import Outcome
 from ..roles import InvalidCourseKey, InvalidOrg, normalize_course_key, org_of, validate_org
-from .cutover import add_progress_notice, add_row_notice, origin_html
+from .cutover import origin_html
 from .feedback import (
     MigrationFeedbackMixin,
     left_out_messages,
@@ -285,9 +285,7 @@ class FlagOverrideAdminMixin(OverrideActionsMixin, MigrationFeedbackMixin):
       now for that course / org, and which rule decides it) and ``history_link`` (the key's
       history, and its runs), appended to the host's ``list_display``; computed per page in a
       fixed number of queries, whatever the page size; on org overrides also ``set_by``
-      (a cutover pin or release, or an operator's row);
-    - on org overrides, the cutover's progress atop the list and, on the page of a row the
-      cutover wrote, a notice saying so (:mod:`.cutover`);
+      (a cutover pin or release, or an operator's row: :mod:`.cutover`);
     - key validation in the form (for the watched flag), and the watched flag as the initial
       flag of a new row;
     - permissions: adding a row toggles the flag, so it takes the *change* permission; rows
@@ -354,16 +352,6 @@ class FlagOverrideAdminMixin(OverrideActionsMixin, MigrationFeedbackMixin):
             # Operators must never take the cutover's pins for overrides of their own.
             wanted.insert(1 if wanted else 0, "set_by")
         return columns + [name for name in wanted if name not in columns]
-
-    def changelist_view(self, request, extra_context=None):
-        if self.scope_field == "org" and self.has_view_or_change_permission(request):
-            add_progress_notice(request)
-        return super().changelist_view(request, extra_context)
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        if obj is not None and self.scope_field == "org":
-            add_row_notice(request, obj, bool(self._row_info(obj).current))
-        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
