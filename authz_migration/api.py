@@ -296,6 +296,7 @@ def cutover(
         trigger=options.pop("trigger", API),
         user=options.pop("user", None),
         dry_run=dry_run,
+        sleep=pause,
         should_stop=should_stop,
         pause=lambda: _pause(pause, should_stop),
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import router, transaction
 
-from . import automatic, flags, guard, pins, verify
+from . import automatic, estimate, flags, guard, pins, verify
 from .conf import get_setting, org_override_model
 from .models import MigrationRun
 from .orchestrator import Move, Options, Outcome, record
@@ -62,8 +62,11 @@ class Plan:
             return 0
         return roles.legacy_rows if self.to_authz else roles.casbin_rows
 
-    def describe(self) -> dict:
+    def describe(self, sleep: float = 0.0) -> dict:
+        """The plan as a document; ``estimate`` is its time with ``sleep`` seconds between
+        two orgs (:mod:`authz_migration.estimate`)."""
         limit = get_setting("METADATA_LIST_LIMIT")
+        rows = sum(self.rows_to_move(org) for org in self.to_release)
         return {
             "to": "authz" if self.to_authz else "legacy",
             "global_flag": {"before": self.global_before, "after": self.to_authz},
@@ -76,7 +79,7 @@ class Plan:
                 }
                 for org in self.to_release
             ],
-            "rows_to_move": sum(self.rows_to_move(org) for org in self.to_release),
+            "rows_to_move": rows,
             "operator_pinned_orgs": {
                 org: _system(state) for org, state in sorted(self.operator_pinned.items())
             },
@@ -85,6 +88,7 @@ class Plan:
                 "items": self.pinned_courses[:limit],
                 "more": max(0, len(self.pinned_courses) - limit),
             },
+            "estimate": estimate.cutover(rows, len(self.to_release), sleep),
         }
 
 
@@ -111,6 +115,7 @@ class RunOptions:
     trigger: str
     user: Any = None
     dry_run: bool = False
+    sleep: float = 0.0  # the seconds pause() sleeps, for the plan's estimate
     should_stop: Callable[[], bool] = lambda: False
     pause: Callable[[], bool] = lambda: True
 
@@ -139,7 +144,7 @@ def run(the_plan: Plan, options: RunOptions) -> Iterator[Step]:
     """Carry out ``the_plan``, yielding a :class:`Step` for the plan, the pins and each org
     released; stops at the first org that fails (it stays pinned, its failed run recorded)
     and when ``options`` say so. A dry run yields the plan only."""
-    yield Step(PLAN, detail=the_plan.describe())
+    yield Step(PLAN, detail=the_plan.describe(options.sleep))
     if options.dry_run:
         return
     if the_plan.global_before != the_plan.to_authz:

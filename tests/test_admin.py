@@ -713,6 +713,7 @@ def test_the_mixin_on_a_host_s_admin(rf, make_user, org_override):
         "org",
         "enabled",
         "is_current",
+        "set_by",
         "effective_flag",
         "history_link",
     ]

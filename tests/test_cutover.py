@@ -295,6 +295,55 @@ def test_the_command_prints_progress_and_a_dry_run_changes_nothing(instance):
     assert "Cutover done: moved 13 role row(s)." in text
 
 
+def past_run(moved: int, seconds: float, **fields) -> MigrationRun:
+    """A run this site recorded earlier, as the estimate reads it."""
+    metadata = {"counts": {"moved": moved}, "duration_seconds": seconds}
+    metadata.update(fields.pop("metadata", {}))
+    values = {"migration_type": "forward", "scope_type": "org", "scope_key": "Old"}
+    values.update({"status": "completed", "trigger": "command", "metadata": metadata})
+    values.update(fields)
+    return MigrationRun.objects.create(**values)
+
+
+def test_a_dry_run_estimates_with_a_stated_default_rate_when_the_site_has_no_history(instance):
+    # A run too small to measure a rate, a failed one and a dry run do not count.
+    past_run(10, 5.0)
+    past_run(50_000, 0.1, status="failed")
+    past_run(50_000, 0.1, metadata={"dry_run": True})
+    document = json.loads(command("--to", "authz", "--dry-run", "--sleep", "2", "--json"))
+    estimate = document["plan"]["estimate"]
+    assert estimate["rate"] == {"rows_per_second": 5000.0, "source": "default", "runs": 0}
+    assert estimate["rows"] == 13 and estimate["orgs"] == 3
+    # 13 rows / 5000 rows/s, 3 orgs x 0.2 s, 2 s between each two of the 3 orgs.
+    assert estimate["moving_seconds"] == 0.0
+    assert estimate["per_org_seconds"] == 0.6
+    assert estimate["sleep_seconds"] == 4.0
+    assert estimate["seconds"] == 4.6
+
+    text = command("--to", "authz", "--dry-run", "--sleep", "2")
+    assert (
+        "Estimate: about 4.6 s: 13 row(s) at 5,000 rows/s (a conservative default: no "
+        "completed move of this site to measure) + 3 org(s) x 0.2 s + --sleep 2.0 s between "
+        "orgs." in text
+    )
+
+
+def test_the_estimate_measures_the_rate_of_the_sites_recent_moves(instance):
+    past_run(2_000, 2.0)
+    past_run(4_000, 1.0, migration_type="rollback")
+    past_run(500, 0.001)  # too small to say anything about a rate
+    plan = api.cutover_plan(True)
+    plan.census["OrgA"].legacy_rows = 200_000  # as if OrgA were large
+    estimate = plan.describe(sleep=0.5)["estimate"]
+    assert estimate["rate"] == {"rows_per_second": 2000.0, "source": "measured", "runs": 2}
+    assert estimate["rows"] == 200_010
+    assert estimate["moving_seconds"] == 100.0
+    assert estimate["seconds"] == round(100.005 + 0.6 + 1.0, 1)
+
+    text = command("--to", "authz", "--dry-run")
+    assert "13 row(s) at 2,000 rows/s (measured over this site's last 2 completed move(s))" in text
+
+
 @pytest.mark.parametrize(
     "args",
     [("--to", "casbin"), ("--to", "authz", "--sleep", "-1"), ("--to", "authz", "--org", "a b")],

@@ -25,6 +25,11 @@ After every step:
 After a successful ``sync --all`` every scope is in step and ``verify`` finds nothing; ``verify``
 always reports exactly the scopes the model says are misplaced.
 
+A second machine (:class:`CutoverHistory`) adds the instance cutover's pins
+(docs/decisions/0013): global flips that pin the orgs they would strand, ``pin_and_flip``,
+releases (some with a failing move), whole cutovers, operator saves on pinned orgs; the pins
+in the database are the model's, and the cutover never touches a row an operator wrote.
+
 Budget (examples x steps): 50 x 30 on SQLite, 30 x 20 on PostgreSQL and MariaDB; the
 environment variables ``AUTHZ_PROPERTY_EXAMPLES`` and ``AUTHZ_PROPERTY_STEPS`` override both.
 Hypothesis runs derandomized (the same histories in every run) without a deadline.
@@ -41,7 +46,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from hypothesis import HealthCheck, event
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -54,7 +59,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from authz_migration import api, flags, moves
+from authz_migration import api, cutover, flags, moves, pins
 from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import course_override_model, legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
@@ -85,6 +90,7 @@ CHOICES = st.sampled_from(("on", "off", "disabled"))
 # Now and then a move gets a database error: after its inserts or after its deletes.
 SAVE_FAULTS = st.sampled_from((None, None, None, "insert", "delete"))
 SYNC_FAULTS = st.sampled_from((None, None, None, None, *FAULT_TARGETS))
+RELEASE_FAULTS = st.sampled_from((None, "insert", "delete"))
 
 COMPLETED = MigrationRun.Status.COMPLETED
 FAILED = MigrationRun.Status.FAILED
@@ -490,6 +496,161 @@ class RoleHistory(RuleBasedStateMachine):
             assert snapshot.state(org_of_scope(scope), course) == self.effective(scope), scope
 
 
+class CutoverHistory(RoleHistory):
+    """The same histories with the instance cutover's pins in them (docs/decisions/0013):
+    a global flip pins the orgs it would strand, ``cutover.pin_and_flip`` pins every org with
+    roles and flips, ``cutover.release`` releases one org (now and then with a database
+    error in its move), a whole ``api.cutover`` runs, and operators save overrides on pinned
+    orgs. The model holds a pin as the org's override (its state) plus the set of orgs whose
+    override is the cutover's pin. Besides every invariant of :class:`RoleHistory`: the
+    pins in the database are the model's; the cutover never changes, adds or removes a row
+    an operator wrote; pinning and flipping never leaves a role in the wrong system; a
+    release moves its org's roles where the global flag points, or, when its move fails,
+    changes nothing and the org stays pinned."""
+
+    def __init__(self):
+        super().__init__()
+        self.pin_of: set[str] = set()
+
+    def operator_rows(self) -> tuple[list, list]:
+        """Every override row the cutover did not write, as it is in the database."""
+        fields = ("id", "enabled", "override_choice", "note", "change_date")
+        org_rows = org_override_model().objects.exclude(note__startswith=pins.PIN_NOTE_PREFIX)
+        return (
+            list(org_rows.order_by("id").values_list("org", *fields)),
+            list(course_override_model().objects.order_by("id").values_list("course_id", *fields)),
+        )
+
+    def hold(self, orgs, state: bool) -> None:
+        """The cutover pinned ``orgs`` on ``state``: each had no override of its own."""
+        for org in orgs:
+            assert self.org_state[org] is None, (org, self.org_state[org])
+            self.org_state[org] = state
+            self.pin_of.add(org)
+
+    def flipped(self, before: dict) -> None:
+        """Scopes whose effective flag a flip changed are no longer known to be in step."""
+        self.in_step -= {scope for scope in SCOPES if self.effective(scope) != before[scope]}
+
+    @rule(everyone=st.sampled_from((True, False, None)))
+    def set_global_flag(self, everyone):
+        """A global flip (in a transaction, as the admin makes it) pins the orgs whose roles
+        would sit in the wrong system: it strands none, and moves nothing."""
+        before = {scope: self.effective(scope) for scope in SCOPES}
+        data, misplaced, operator = self.snapshot(), self.misplaced(), self.operator_rows()
+        was = {org for org, row in flags.current_org_rows().items() if pins.is_pin(row)}
+        with transaction.atomic():
+            if everyone is None:
+                flag_model().objects.filter(name=FLAG).delete()
+            else:
+                flag_model().objects.update_or_create(name=FLAG, defaults={"everyone": everyone})
+        now = {org for org, row in flags.current_org_rows().items() if pins.is_pin(row)}
+        assert was <= now
+        self.hold(sorted(now - was), self.global_on)
+        seen("global flip: pinned orgs" if now - was else "global flip: nothing to pin")
+        self.global_on = bool(everyone)
+        assert self.snapshot() == data and self.operator_rows() == operator
+        assert self.misplaced() <= misplaced
+        self.flipped(before)
+
+    @rule()
+    def pin_and_flip(self):
+        """Step 1 of a cutover: every org with roles and no override of its own pinned on
+        its state, the global flag flipped; no role in the wrong system that was not."""
+        to_authz = not self.global_on
+        before = {scope: self.effective(scope) for scope in SCOPES}
+        data, misplaced, operator = self.snapshot(), self.misplaced(), self.operator_rows()
+        plan = cutover.plan(to_authz)
+        pinned = cutover.pin_and_flip(to_authz, plan.to_pin)
+        assert pinned == sorted(plan.to_pin)
+        self.hold(pinned, self.global_on)
+        seen("pin and flip: pinned orgs" if pinned else "pin and flip: nothing to pin")
+        self.global_on = to_authz
+        assert self.snapshot() == data and self.operator_rows() == operator
+        assert self.misplaced() == misplaced
+        self.flipped(before)
+
+    def released(self, org: str, moved: bool) -> None:
+        """The cutover released ``org``; ``moved``: its effective flag changed, so its move
+        put every role that follows it where the flag points."""
+        self.org_state[org] = None
+        self.pin_of.discard(org)
+        if moved:
+            affected = self.scopes_of_org(org, unpinned_only=True)
+            self.in_step |= affected
+            self.settled(affected)
+
+    @rule(org=st.sampled_from(ORGS), fault=SAVE_FAULTS)
+    def release(self, org, fault):
+        """``cutover.release`` of any org, pinned or not."""
+        self._release(org, fault)
+
+    @precondition(lambda self: self.pin_of)
+    @rule(index=st.integers(min_value=0, max_value=10), fault=RELEASE_FAULTS)
+    def release_a_pinned_org(self, index, fault):
+        self._release(sorted(self.pin_of)[index % len(self.pin_of)], fault)
+
+    def _release(self, org: str, fault: str | None) -> None:
+        data, operator = self.snapshot(), self.operator_rows()
+        changes = org in self.pin_of and self.org_state[org] != self.global_on
+        if fault is not None:
+            side = "casbin" if (fault == "insert") == self.global_on else "legacy"
+            fault = f"{fault}_{side}"
+        with FAULT.armed_for(fault) as fired:
+            step = cutover.release(org, MigrationRun.Trigger.COMMAND)
+        assert self.operator_rows() == operator
+        if org not in self.pin_of:
+            assert step.kind == cutover.LEFT and self.snapshot() == data
+            seen("release: not pinned, left alone")
+        elif fired["fired"]:
+            assert changes and step.kind == cutover.FAILED and self.snapshot() == data
+            assert step.run.status == FAILED
+            seen("release: move failed, org stays pinned")
+        else:
+            assert step.kind == cutover.RELEASED, step.detail
+            # A release that changes the org's flag proves its parity. One that does not
+            # (pinned on the state the global flag is back to) moves nothing, and rows
+            # granted behind the app's back stay where they were, as the model says.
+            assert step.detail["left_in_source"] == 0 or not changes
+            self.released(org, changes)
+            seen("release: moved roles" if step.moved else "release: nothing to move")
+
+    @rule(to_authz=st.booleans())
+    def whole_cutover(self, to_authz):
+        """``api.cutover``: pin and flip, then release every pin; only the operators' orgs
+        and courses keep their own state."""
+        before = {scope: self.effective(scope) for scope in SCOPES}
+        operator = self.operator_rows()
+        steps = list(api.cutover(to_authz))
+        assert self.operator_rows() == operator
+        for step in steps:
+            if step.kind == cutover.PINNED:
+                self.hold(step.detail["orgs"], self.global_on)
+                self.global_on = to_authz
+                self.flipped(before)
+            elif step.kind == cutover.RELEASED:
+                self.released(step.org, step.outcome is not None)
+        assert [s.kind for s in steps if s.kind not in (cutover.PLAN, cutover.PINNED)] == [
+            cutover.RELEASED
+        ] * len([s for s in steps if s.kind == cutover.RELEASED])
+        assert self.global_on == to_authz and not self.pin_of
+        seen("whole cutover")
+
+    @rule(org=st.sampled_from(ORGS), choice=CHOICES, fault=SAVE_FAULTS)
+    def save_org_override(self, org, choice, fault):
+        """An operator's save replaces a pin; a failed one puts the flag back with a row that
+        is not the cutover's (automatic._compensate), so the org is no longer pinned."""
+        if org in self.pin_of:
+            seen("operator save on a pinned org")
+        self.pin_of.discard(org)
+        super().save_org_override(org, choice, fault)
+
+    @invariant()
+    def the_cutovers_pins_are_the_models(self):
+        current = flags.current_org_rows()
+        assert {org for org, row in current.items() if pins.is_pin(row)} == self.pin_of
+
+
 def flag_model():
     from waffle import get_waffle_flag_model
 
@@ -500,8 +661,7 @@ def flag_model():
 def test_random_histories_keep_every_role_and_every_flag_in_step(settings, monkeypatch):
     settings.AUTHZ_MIGRATION_AUTOMATIC = True
     # The model's global flip changes the effective flag of every org without an override;
-    # the pins a flip writes instead (docs/decisions/0013) are not modelled yet: they are
-    # tested in tests/test_cutover.py.
+    # the pins a flip writes instead (docs/decisions/0013) are CutoverHistory's.
     settings.AUTHZ_MIGRATION_GLOBAL_FLIP_PINS = False
     for name in FAULT_TARGETS:
         monkeypatch.setattr(moves, name, FAULT.wrap(name, getattr(moves, name)))
@@ -532,3 +692,37 @@ def test_random_histories_keep_every_role_and_every_flag_in_step(settings, monke
     ):
         reached = sum(STATS[name] for name in what) if isinstance(what, tuple) else STATS[what]
         assert reached, f"no history reached {what!r}: {dict(STATS)}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_random_histories_with_cutover_pins_keep_every_role_in_step(settings, monkeypatch):
+    settings.AUTHZ_MIGRATION_AUTOMATIC = True
+    settings.AUTHZ_MIGRATION_GLOBAL_FLIP_PINS = True
+    for name in FAULT_TARGETS:
+        monkeypatch.setattr(moves, name, FAULT.wrap(name, getattr(moves, name)))
+    examples, steps = budget()
+    STATS.clear()
+    run_state_machine_as_test(
+        CutoverHistory,
+        settings=hypothesis_settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    print(f"{examples} histories x up to {steps} steps:", dict(sorted(STATS.items())))
+    if examples * steps < 400:
+        return
+    for what in (
+        "global flip: pinned orgs",
+        "pin and flip: pinned orgs",
+        "release: moved roles",
+        "release: move failed, org stays pinned",
+        "operator save on a pinned org",
+        "whole cutover",
+        "verify: found misplaced scopes",
+    ):
+        assert STATS[what], f"no history reached {what!r}: {dict(STATS)}"

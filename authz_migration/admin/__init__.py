@@ -24,7 +24,9 @@ it is not swapped.
 The modules: :mod:`.overrides` (the override admin mixin: permissions, form, key parsing,
 changelist columns and filters, "Verify" and "Sync now"; and the app's own override admins),
 :mod:`.runs` (the run admin and what its page shows), :mod:`.feedback` (what a save or an
-action tells the user, and the warning after a global flag save on waffle's own flag admin).
+action tells the user, and the warning after a global flag save on waffle's own flag admin),
+:mod:`.cutover` (what the lists and pages show of the instance cutover: its pins, its
+progress).
 This module holds the admin of the legacy role table, registers the admins and re-exports the
 names hosts and tests import from ``authz_migration.admin``.
 """

@@ -33,6 +33,7 @@ from ..flags import flag_name
 from ..models import MigrationRun, scope_label
 from ..orchestrator import FORWARD, Outcome
 from ..reporting import is_empty_pass
+from .cutover import add_progress_notice, add_row_notice, is_org_override
 
 # Lists in messages stop after this many entries ("and N more").
 _MESSAGE_LIST_LIMIT = 20
@@ -137,7 +138,9 @@ class MigrationFeedbackMixin:
     """Tells the person who saved an override what that did to role data: what moved, with a
     link to the run; why nothing moved; or that the move failed and the change was undone.
 
-    It also records the saver as the row's ``changed_by``. A host registers it on its own
+    It also records the saver as the row's ``changed_by``; and on an org override admin it
+    shows the instance cutover's progress atop the list, and says on the page of a row the
+    cutover wrote that it is the cutover's (:mod:`.cutover`). A host registers it on its own
     override admin (e.g. Open edX's waffle_utils admins), first in the bases::
 
         class WaffleFlagOrgOverrideAdmin(MigrationFeedbackMixin, KeyedConfigurationModelAdmin):
@@ -146,6 +149,18 @@ class MigrationFeedbackMixin:
     :class:`FlagOverrideAdminMixin` adds the effective flag, history links, key validation,
     permissions and the "Verify" / "Sync now" actions on top of this.
     """
+
+    def changelist_view(self, request, extra_context=None):
+        # On org overrides: how far the instance cutover has got (docs/decisions/0013).
+        if is_org_override(self.model) and self.has_view_or_change_permission(request):
+            add_progress_notice(request)
+        return super().changelist_view(request, extra_context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # A row the cutover wrote must never pass for an operator's.
+        if obj is not None and is_org_override(self.model):
+            add_row_notice(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request, obj, form, change):
         # changed_by is not a form field: the author of a row is whoever saved it.

@@ -29,6 +29,7 @@ from ..flags import flag_name
 from ..models import MigrationRun
 from ..orchestrator import Outcome
 from ..roles import InvalidCourseKey, InvalidOrg, normalize_course_key, org_of, validate_org
+from .cutover import origin_html
 from .feedback import (
     MigrationFeedbackMixin,
     left_out_messages,
@@ -283,7 +284,8 @@ class FlagOverrideAdminMixin(OverrideActionsMixin, MigrationFeedbackMixin):
     - columns ``is_current`` (the newest row of its key), ``effective_flag`` (what the flag is
       now for that course / org, and which rule decides it) and ``history_link`` (the key's
       history, and its runs), appended to the host's ``list_display``; computed per page in a
-      fixed number of queries, whatever the page size;
+      fixed number of queries, whatever the page size; on org overrides also ``set_by``
+      (a cutover pin or release, or an operator's row: :mod:`.cutover`);
     - key validation in the form (for the watched flag), and the watched flag as the initial
       flag of a new row;
     - permissions: adding a row toggles the flag, so it takes the *change* permission; rows
@@ -345,7 +347,11 @@ class FlagOverrideAdminMixin(OverrideActionsMixin, MigrationFeedbackMixin):
 
     def get_list_display(self, request):
         columns = list(super().get_list_display(request))
-        return columns + [name for name in self.override_columns if name not in columns]
+        wanted = list(self.override_columns)
+        if self.scope_field == "org" and "set_by" not in columns:
+            # Operators must never take the cutover's pins for overrides of their own.
+            wanted.insert(1 if wanted else 0, "set_by")
+        return columns + [name for name in wanted if name not in columns]
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
@@ -432,6 +438,10 @@ class FlagOverrideAdminMixin(OverrideActionsMixin, MigrationFeedbackMixin):
             _("Casbin") if info.effective.enabled else _("legacy table"),
             _("by %(rule)s") % {"rule": info.effective.source},
         )
+
+    @admin.display(description=gettext_lazy("set by"))
+    def set_by(self, obj):
+        return origin_html(obj)
 
     @admin.display(description=gettext_lazy("history"))
     def history_link(self, obj):
@@ -523,7 +533,7 @@ class CourseFlagOverrideAdmin(FlagOverrideAdmin):
 class OrgFlagOverrideAdmin(FlagOverrideAdmin):
     """The app's own org overrides (``OrgFlagOverride``)."""
 
-    list_display = ("key", "override", "effective_flag", "changed", "history_link")
+    list_display = ("key", "override", "set_by", "effective_flag", "changed", "history_link")
     list_filter = (*FlagOverrideAdmin.list_filter, OrgKeyFilter)
     search_fields = ("waffle_flag", "org")
 

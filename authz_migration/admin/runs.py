@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..models import MigrationRun, scope_label
+from .cutover import add_progress_notice
 from .feedback import may_view_runs, short_datetime, system_name
 
 
@@ -248,6 +249,11 @@ class MigrationRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        if self.has_view_permission(request):
+            add_progress_notice(request)
+        return super().changelist_view(request, extra_context)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:

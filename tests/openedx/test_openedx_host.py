@@ -24,7 +24,7 @@ from django.urls import reverse
 from opaque_keys.edx.django.models import CourseKeyField
 from opaque_keys.edx.keys import CourseKey
 
-from authz_migration import api, flags, moves
+from authz_migration import api, cutover, flags, moves
 from authz_migration.automatic import RESULT_ATTRIBUTE
 from authz_migration.conf import course_override_model, legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
@@ -526,6 +526,28 @@ def post_override(client, url_name, key_field, key, choice="on", enabled=True):
     response = client.post(reverse(url_name), data)
     messages = [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
     return response, messages
+
+
+def test_the_hosts_org_override_admin_tells_the_cutovers_pins_and_progress(
+    roles, automatic, global_flag, admin_client_
+):
+    """Open edX's own org override admin with MigrationFeedbackMixin (docs/openedx.rst):
+    the progress atop its list, and a pin's page saying whose it is."""
+    global_flag(True)  # pins the orgs it would strand
+    held = cutover.progress()["pinned"]
+    assert ORG in held
+    changelist = reverse("admin:waffle_utils_waffleflagorgoverridemodel_changelist")
+    response = admin_client_.get(changelist)
+    assert response.status_code == 200
+    shown = [str(m) for m in get_messages(response.wsgi_request)]
+    assert [text for text in shown if text.startswith("Cutover in progress: 0 orgs released")]
+    assert any(f"({', '.join(held)})" in text for text in shown), shown
+    pin = org_override_model().objects.filter(org=ORG).order_by("-change_date", "-id").first()
+    page = admin_client_.get(
+        reverse("admin:waffle_utils_waffleflagorgoverridemodel_change", args=[pin.pk])
+    )
+    shown = [str(m) for m in get_messages(page.wsgi_request)]
+    assert [text for text in shown if text.startswith("This row is a cutover pin")], shown
 
 
 def test_admin_course_override_save_reports_the_move(roles, automatic, admin_client_):

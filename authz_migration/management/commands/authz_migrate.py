@@ -654,7 +654,7 @@ def _cutover_lines(step) -> list[str]:
         run = f" (run #{step.run.pk})" if step.run else ""
         return [
             f"  {step.org}: released, moved {step.moved} role row(s) to {detail['target']}; "
-            f"parity: 0 left behind{run}"
+            f"parity: {detail['left_in_source']} left behind{run}"
         ]
     if step.kind == cutover.LEFT:
         return [f"  {step.org}: left alone: {detail['reason']}"]
@@ -675,6 +675,7 @@ def _cutover_plan_lines(plan: dict) -> list[str]:
             f"  {org['org']}: {org['legacy_rows']} legacy row(s), {org['casbin_rows']} Casbin "
             "row(s)"
         )
+    lines.append(_estimate_line(plan["estimate"]))
     for org, where in plan["operator_pinned_orgs"].items():
         lines.append(f"  {org}: forced to {where} by an operator's override: left alone")
     courses = plan["pinned_courses"]
@@ -685,6 +686,27 @@ def _cutover_plan_lines(plan: dict) -> list[str]:
             f"{', '.join(courses['items'])}{more}"
         )
     return lines
+
+
+def _estimate_line(estimate: dict) -> str:
+    rate = estimate["rate"]
+    if rate["source"] == "measured":
+        source = f"measured over this site's last {rate['runs']} completed move(s)"
+    else:
+        source = "a conservative default: no completed move of this site to measure"
+    return (
+        f"Estimate: about {_seconds_text(estimate['seconds'])}: {estimate['rows']} row(s) at "
+        f"{rate['rows_per_second']:,.0f} rows/s ({source}) + {estimate['orgs']} org(s) x "
+        f"{estimate['per_org_overhead']} s + --sleep {estimate['sleep']} s between orgs."
+    )
+
+
+def _seconds_text(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"
 
 
 def _cutover_progress_line(progress: dict) -> str:
