@@ -113,29 +113,31 @@ _SIDES = (
 # exact read, and an org with no candidate row costs one index probe.
 
 
+# Only MariaDB/MySQL is asked: PostgreSQL's exact prefix read is an index range already (and
+# its planner answers MIN/MAX by walking the primary key, which is the very cost avoided
+# here); SQLite's LIKE reads the whole table either way.
+
+
 def _org_superset(org: str, legacy: bool):
-    """(model, condition): the rows of ``org`` a store may hold, by an indexable condition
-    that matches at least every row the store's exact read selects."""
-    model = legacy_role_model() if legacy else casbin_rule_model()
-    vendor = connections[model.objects.db].vendor
-    # PostgreSQL's startswith is exact and indexed; its istartswith (UPPER) is neither.
-    starts = "startswith" if vendor == "postgresql" else "istartswith"
+    """(model, condition): the rows of ``org`` a store may hold, by a condition a ``_ci``
+    index answers, matching at least every row the store's exact read selects."""
     if legacy:
-        where = Q(**{f"course_id__{starts}": course_key_prefix(org)}) | Q(
+        where = Q(course_id__istartswith=course_key_prefix(org)) | Q(
             course_id=BLANK_COURSE, org=org
         )
-    else:
-        where = Q(ptype=ROLE_PTYPE, **{f"v2__{starts}": org_scope_prefix(org)})
-    return model, where
+        return legacy_role_model(), where
+    return casbin_rule_model(), Q(ptype=ROLE_PTYPE, v2__istartswith=org_scope_prefix(org))
 
 
 def _span(selection: Selection, side: int) -> tuple[int | None, int | None] | None:
     """(after, until): the primary keys a read of ``selection`` on ``side`` (0: legacy, 1:
     Casbin) needs to cover; None when the store holds no row of it. Unbounded but for an
-    org."""
+    org on MariaDB/MySQL."""
     if selection.org is None:
         return None, None
     model, where = _org_superset(selection.org, legacy=side == 0)
+    if connections[model.objects.db].vendor != "mysql":
+        return None, None
     found = model.objects.filter(where).aggregate(low=Min("pk"), high=Max("pk"))
     if found["low"] is None:
         return None
