@@ -53,29 +53,19 @@ def _row(org: str, enabled: bool, state: bool, note: str, user: Any):
     )
 
 
-# Orgs locked and read per statement by pin_orgs: one lock round and one read for a few
-# hundred orgs, not two rounds, a read (and, on a first run, a connection creating the lock
-# row) for each; bounded so that no statement outgrows a database's parameter limit.
-PIN_CHUNK = 500
-
-
 def pin_orgs(orgs: Iterable[str], state: bool, why: str, user: Any = None) -> list[str]:
     """Hold each org of ``orgs`` on ``state`` with a pin, unless its newest override row is
-    enabled (an operator's override, or a pin already). Each org is checked under its lock
-    (taken in key order, :data:`PIN_CHUNK` orgs a statement), so an override saved
-    concurrently is never overtaken. Runs in the caller's transaction (which must be open);
-    returns the orgs pinned, in order."""
-    ordered = sorted(set(orgs))
+    enabled (an operator's override, or a pin already). Each org is checked under its lock,
+    so an override saved concurrently is never overtaken. Runs in the caller's transaction
+    (which must be open); returns the orgs pinned, in order."""
     pinned = []
-    for start in range(0, len(ordered), PIN_CHUNK):
-        chunk = ordered[start : start + PIN_CHUNK]
-        guard.acquire([guard.org_lock_key(org) for org in chunk])
-        current = flags.current_org_rows(set(chunk))
-        for org in chunk:
-            if current.get(org) is not None and current[org][0]:
-                continue
-            _row(org, True, state, why, user).save()
-            pinned.append(org)
+    for org in sorted(set(orgs)):
+        guard.hold(org)
+        current = flags.current_org_rows({org}).get(org)
+        if current is not None and current[0]:
+            continue
+        _row(org, True, state, why, user).save()
+        pinned.append(org)
     return pinned
 
 

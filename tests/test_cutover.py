@@ -113,16 +113,6 @@ def test_cutover_moves_every_org_and_flips_the_global_flag(instance, automatic):
     assert released.run.status == "completed" and released.moved == 5
 
 
-def test_pins_are_taken_a_chunk_of_orgs_at_a_time(instance, monkeypatch):
-    monkeypatch.setattr(pins, "PIN_CHUNK", 2)  # OrgA, OrgB | OrgC, OrgD (the operator's)
-    with transaction.atomic():
-        pinned = pins.pin_orgs(["OrgD", "OrgC", "OrgB", "OrgA", "OrgC"], False, "test")
-    assert pinned == ["OrgA", "OrgB", "OrgC"]
-    assert all(pins.is_pin(newest(org)) for org in pinned)
-    assert newest(OPERATOR_ORG)[2] == "kept on legacy by the operator"
-    assert pins.pin_orgs([], True, "nothing") == []
-
-
 def test_the_plan_lists_what_is_left_alone(instance):
     plan = api.cutover_plan(True).describe()
     assert plan["pin"] == ["OrgA", "OrgB", "OrgC"]
