@@ -13,9 +13,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from django.db import connections
+from django.db.models import Max, Min, Q
+
 from . import flags, placement
-from .conf import get_setting
-from .stores import Selection, read_casbin, read_legacy
+from .conf import get_setting, legacy_role_model
+from .roles import ROLE_PTYPE, course_key_prefix, org_scope_prefix
+from .stores import BLANK_COURSE, Selection, casbin_rule_model, read_casbin, read_legacy
 
 
 @dataclass
@@ -81,10 +85,12 @@ class Report:
             kept.append(placement.describe(row, reason))
 
 
-def _batches(read, selection: Selection, batch_size: int):
-    cursor = None
+def _batches(read, selection: Selection, batch_size: int, span=(None, None)):
+    """The selection's rows in keyset batches, within ``span`` (after, until) of primary
+    keys when it is given."""
+    cursor, until = span
     while True:
-        rows, cursor, count = read(selection, cursor, batch_size)
+        rows, cursor, count = read(selection, cursor, batch_size, until)
         if cursor is None:
             return
         yield rows
@@ -96,6 +102,44 @@ _SIDES = (
     (0, read_legacy, placement.legacy_verdicts),
     (1, read_casbin, placement.casbin_verdicts),
 )
+
+
+# An org's keyset read compares its key prefix exactly: ``LIKE BINARY`` on MariaDB, which its
+# optimizer cannot answer from the index of a ``_ci`` column, so it walks the primary key,
+# through the whole table when the org has no row left there (the parity proof after each
+# org's move in a cutover: 0.17 s an org on average over 1,000,000 rows, 0.6 s for the
+# first). The same prefix compared the column's own way is a range of that index and finds a
+# superset of the rows (a key equal byte for byte is equal under any collation): its lowest
+# and highest primary keys bound the exact read, and an org with no candidate row costs one
+# index probe. Only MariaDB/MySQL is asked: PostgreSQL's exact prefix read is an index range
+# already (and its planner answers MIN/MAX by walking the primary key, the very cost avoided
+# here); SQLite's LIKE reads the whole table either way.
+
+
+def _org_superset(org: str, legacy: bool):
+    """(model, condition): the rows of ``org`` a store may hold, by a condition a ``_ci``
+    index answers, matching at least every row the store's exact read selects."""
+    if legacy:
+        where = Q(course_id__istartswith=course_key_prefix(org)) | Q(
+            course_id=BLANK_COURSE, org=org
+        )
+        return legacy_role_model(), where
+    return casbin_rule_model(), Q(ptype=ROLE_PTYPE, v2__istartswith=org_scope_prefix(org))
+
+
+def _span(selection: Selection, side: int) -> tuple[int | None, int | None] | None:
+    """(after, until): the primary keys a read of ``selection`` on ``side`` (0: legacy, 1:
+    Casbin) needs to cover; None when the store holds no row of it. Unbounded but for an
+    org on MariaDB/MySQL."""
+    if selection.org is None:
+        return None, None
+    model, where = _org_superset(selection.org, legacy=side == 0)
+    if connections[model.objects.db].vendor != "mysql":
+        return None, None
+    found = model.objects.filter(where).aggregate(low=Min("pk"), high=Max("pk"))
+    if found["low"] is None:
+        return None
+    return found["low"] - 1, found["high"]
 
 
 def sides(legacy: bool = True, casbin: bool = True) -> tuple:
@@ -111,7 +155,8 @@ def scan(selection: Selection, batch_size: int | None = None, sides=_SIDES) -> R
     report = Report()
     counts: dict[tuple[str, str | None], list] = defaultdict(lambda: [0, 0, False])
     for side, read, classify in sides:
-        for rows in _batches(read, selection, batch_size):
+        span = _span(selection, side)
+        for rows in _batches(read, selection, batch_size, span) if span else ():
             decide = placement.flags_of(rows)
             for row, verdict in zip(rows, classify(rows, decide), strict=True):
                 if verdict.kind == placement.CANNOT_MOVE:
