@@ -72,11 +72,23 @@ class CasbinRow(NamedTuple):
 BLANK_COURSE = Value("")
 
 
+def _prefix_lookup(model) -> str:
+    """The lookup of an org's key prefix: ``startswith``, exact, but on MariaDB/MySQL, where
+    Django writes it ``LIKE BINARY``, which the index of a ``_ci`` column cannot answer: the
+    read then walks the primary key, through the whole table for an org with no row left
+    (0.19 to 0.29 s an org over 1,000,000 rows in a cutover). There the column's own ``LIKE``
+    (``istartswith``) reads the index's range, a superset of the org's rows that the reads
+    narrow to exact matches (:func:`_compares_exactly`)."""
+    vendor = connections[router.db_for_read(model)].vendor
+    return "istartswith" if vendor == "mysql" else "startswith"
+
+
 def _legacy_filter(selection: Selection) -> Q:
     if selection.everything:
         return Q()
     if selection.org is not None:
-        return Q(course_id__startswith=course_key_prefix(selection.org)) | Q(
+        lookup = f"course_id__{_prefix_lookup(legacy_role_model())}"
+        return Q(**{lookup: course_key_prefix(selection.org)}) | Q(
             course_id=BLANK_COURSE, org=selection.org
         )
     return Q(course_id__in=list(selection.courses))
@@ -549,7 +561,8 @@ def _casbin_filter(selection: Selection) -> Q:
     if selection.everything:
         return base & Q(v2__startswith=SCOPE_NAMESPACE)
     if selection.org is not None:
-        return base & Q(v2__startswith=org_scope_prefix(selection.org))
+        lookup = f"v2__{_prefix_lookup(casbin_rule_model())}"
+        return base & Q(**{lookup: org_scope_prefix(selection.org)})
     return base & Q(v2__in=[course_scope_key(c) for c in selection.courses])
 
 
