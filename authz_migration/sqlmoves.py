@@ -226,13 +226,17 @@ class _Forward:
         )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
 
+    def rows_and_users(self, sql: _Sql) -> str:
+        """The source rows (``l``) joined to their users (``u``)."""
+        users, pk, _ = _user_columns(sql)
+        table = sql.q(self.model._meta.db_table)
+        return f"{table} l JOIN {users} u ON u.{pk} = {self.col(sql, 'user')}"
+
     def present_sources(self) -> tuple[str, list]:
         """SELECT the primary keys of the rows whose target is already there."""
         sql = _Sql(self.connection)
-        users, pk, _ = _user_columns(sql)
         return (
-            f"SELECT {self.col(sql, 'pk')} FROM {sql.q(self.model._meta.db_table)} l "  # noqa: S608 (identifiers only)
-            f"JOIN {users} u ON u.{pk} = {self.col(sql, 'user')} "
+            f"SELECT {self.col(sql, 'pk')} FROM {self.rows_and_users(sql)} "  # noqa: S608 (identifiers only)
             f"WHERE {self.where(sql)} AND {self.present(sql)}",
             sql.params,
         )
@@ -243,13 +247,11 @@ class _Forward:
         would be planned before the statement fills the table, and a table empty at that
         moment is scanned once per row, its new rows included."""
         sql = _Sql(self.connection)
-        table, pk, _ = _user_columns(sql)
         columns = ", ".join(sql.q(self.casbin._meta.get_field(n).column) for n in _CASBIN_FIELDS)
         text = (
             f"INSERT INTO {sql.q(self.casbin._meta.db_table)} ({columns}) "  # noqa: S608 (identifiers only)
             f"SELECT {sql.p(ROLE_PTYPE)}, {self.subject(sql)}, {self.role(sql)}, "
-            f"{self.scope(sql)}, '', '', '' FROM {sql.q(self.model._meta.db_table)} l "
-            f"JOIN {table} u ON u.{pk} = {self.col(sql, 'user')} "
+            f"{self.scope(sql)}, '', '', '' FROM {self.rows_and_users(sql)} "
             f"WHERE {self.where(sql)} AND {sql.member(self.col(sql, 'pk'), skip, True)} "
         )
         if _unique_key_declared(self.model):
@@ -278,7 +280,6 @@ class _Forward:
         there or was just written (as the INSERT returns it: a row a trigger skipped
         stays)."""
         sql = _Sql(self.connection)
-        users, pk, _ = _user_columns(sql)
         casbin = sql.q(self.casbin._meta.db_table)
         legacy = sql.q(self.model._meta.db_table)
         columns = ", ".join(sql.q(self.casbin._meta.get_field(n).column) for n in _CASBIN_FIELDS)
@@ -286,8 +287,8 @@ class _Forward:
         text = (
             f"WITH src AS MATERIALIZED (SELECT {self.col(sql, 'pk')} AS id, "  # noqa: S608 (identifiers only)
             f"{self.subject(sql)} AS s, {self.role(sql)} AS r, {self.scope(sql)} AS o, "
-            f"{self.present(sql)} AS there FROM {legacy} l JOIN {users} u "
-            f"ON u.{pk} = {self.col(sql, 'user')} WHERE {self.where(sql)}), "
+            f"{self.present(sql)} AS there FROM {self.rows_and_users(sql)} "
+            f"WHERE {self.where(sql)}), "
             f"written AS (INSERT INTO {casbin} ({columns}) SELECT {sql.p(ROLE_PTYPE)}, s, r, o, "
             f"'', '', '' FROM {_fresh_sql(self.model)} ORDER BY id RETURNING {', '.join(v)}), "
             f"gone AS (DELETE FROM {legacy} WHERE {sql.q(self.model._meta.pk.column)} IN "

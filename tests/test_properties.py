@@ -657,18 +657,14 @@ def flag_model():
     return get_waffle_flag_model()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_random_histories_keep_every_role_and_every_flag_in_step(settings, monkeypatch):
-    settings.AUTHZ_MIGRATION_AUTOMATIC = True
-    # The model's global flip changes the effective flag of every org without an override;
-    # the pins a flip writes instead (docs/decisions/0013) are CutoverHistory's.
-    settings.AUTHZ_MIGRATION_GLOBAL_FLIP_PINS = False
+def run_histories(machine, monkeypatch) -> tuple[int, int]:
+    """Run ``machine``'s random histories with faults injected; (histories, steps)."""
     for name in FAULT_TARGETS:
         monkeypatch.setattr(moves, name, FAULT.wrap(name, getattr(moves, name)))
     examples, steps = budget()
     STATS.clear()
     run_state_machine_as_test(
-        RoleHistory,
+        machine,
         settings=hypothesis_settings(
             max_examples=examples,
             stateful_step_count=steps,
@@ -679,6 +675,16 @@ def test_random_histories_keep_every_role_and_every_flag_in_step(settings, monke
         ),
     )
     print(f"{examples} histories x up to {steps} steps:", dict(sorted(STATS.items())))
+    return examples, steps
+
+
+@pytest.mark.django_db(transaction=True)
+def test_random_histories_keep_every_role_and_every_flag_in_step(settings, monkeypatch):
+    settings.AUTHZ_MIGRATION_AUTOMATIC = True
+    # The model's global flip changes the effective flag of every org without an override;
+    # the pins a flip writes instead (docs/decisions/0013) are CutoverHistory's.
+    settings.AUTHZ_MIGRATION_GLOBAL_FLIP_PINS = False
+    examples, steps = run_histories(RoleHistory, monkeypatch)
     if examples * steps < 400:
         return  # a budget cut down by hand (AUTHZ_PROPERTY_*) need not reach everything
     # The budget must reach the interesting paths, or the test proves little.
@@ -698,22 +704,7 @@ def test_random_histories_keep_every_role_and_every_flag_in_step(settings, monke
 def test_random_histories_with_cutover_pins_keep_every_role_in_step(settings, monkeypatch):
     settings.AUTHZ_MIGRATION_AUTOMATIC = True
     settings.AUTHZ_MIGRATION_GLOBAL_FLIP_PINS = True
-    for name in FAULT_TARGETS:
-        monkeypatch.setattr(moves, name, FAULT.wrap(name, getattr(moves, name)))
-    examples, steps = budget()
-    STATS.clear()
-    run_state_machine_as_test(
-        CutoverHistory,
-        settings=hypothesis_settings(
-            max_examples=examples,
-            stateful_step_count=steps,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        ),
-    )
-    print(f"{examples} histories x up to {steps} steps:", dict(sorted(STATS.items())))
+    examples, steps = run_histories(CutoverHistory, monkeypatch)
     if examples * steps < 400:
         return
     for what in (

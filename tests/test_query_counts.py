@@ -54,6 +54,7 @@ from django.test.utils import CaptureQueriesContext
 from authz_migration import api, guard, stores
 from authz_migration.conf import legacy_role_model
 from tests.helpers import (
+    fill_casbin_since_analyze,
     casbin_count,
     legacy_count,
     legacy_rows_by_user_id,
@@ -204,13 +205,7 @@ def test_existence_reads_stay_index_lookups_on_a_table_without_statistics(db):
     if connection.vendor != "postgresql":
         pytest.skip("a PostgreSQL query plan")
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE casbin_rule")  # analyzed empty, as before a first sync
-        cursor.execute(
-            "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4, v5) "
-            "SELECT 'g', 'user^u' || i, 'role^course_staff', "
-            "'course-v1^course-v1:OrgA+C' || (i / 5) || '+R', '', '', '' "
-            "FROM generate_series(1, 50000) AS i"
-        )
+        fill_casbin_since_analyze(cursor, "OrgA")
     keys = {
         (f"user^u{i}", "role^course_staff", f"course-v1^course-v1:OrgB+C{i}+R") for i in range(100)
     }

@@ -11,7 +11,12 @@ from authz_migration import api, sqlmoves
 from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun
 from authz_migration.stores import casbin_rule_model
-from tests.helpers import add_casbin, add_casbin_role, legacy_rows_by_username
+from tests.helpers import (
+    add_casbin,
+    add_casbin_role,
+    fill_casbin_since_analyze,
+    legacy_rows_by_username,
+)
 
 ORG = "OrgA"
 PLAIN = [f"course-v1:OrgA+C{i}+R" for i in range(6)]
@@ -165,13 +170,7 @@ def test_the_database_path_reads_each_target_by_index_on_a_table_without_statist
     from authz_migration.stores import Selection
 
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE casbin_rule")  # analyzed empty, as before a first sync
-        cursor.execute(
-            "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4, v5) "
-            "SELECT 'g', 'user^u' || i, 'role^course_staff', "
-            "'course-v1^course-v1:OrgB+C' || (i / 5) || '+R', '', '', '' "
-            "FROM generate_series(1, 50000) AS i"
-        )
+        fill_casbin_since_analyze(cursor, "OrgB")
         text, params = sqlmoves._Forward(Selection(org=ORG), sqlmoves.Rule(), 0, 10).one_statement(
             False
         )
