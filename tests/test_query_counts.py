@@ -54,8 +54,8 @@ from django.test.utils import CaptureQueriesContext
 from authz_migration import api, guard, stores
 from authz_migration.conf import legacy_role_model
 from tests.helpers import (
-    fill_casbin_since_analyze,
     casbin_count,
+    fill_casbin_since_analyze,
     legacy_count,
     legacy_rows_by_user_id,
     make_users,
