@@ -14,7 +14,7 @@ def org_entry(size: int = 25000, seconds: float = 0.5, legacy_after: int = 0) ->
     def direction(after: tuple[int, int]) -> dict:
         return {
             "seconds": seconds,
-            "ratio_to_floor": 2.0,
+            "ratio_to_floor": 1.4,
             "queries": 13,
             "statements_counted_in_timed_pass": 12,
             "org_rows_after": {"legacy": after[0], "casbin": after[1]},
