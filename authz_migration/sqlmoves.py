@@ -226,19 +226,6 @@ class _Forward:
         )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
 
-    def gate(self, sql: _Sql) -> str:
-        """EXISTS: some rule names the course of some row in the batch's key range (one
-        lookup per course, once per statement)."""
-        pk = sql.q(self.model._meta.pk.column)
-        course = sql.q(self.model._meta.get_field("course_id").column)
-        return (
-            f"EXISTS (SELECT 1 FROM {sql.q(self.casbin._meta.db_table)} g "  # noqa: S608 (identifiers only)
-            f"WHERE g.{sql.q(self.casbin._meta.get_field('v2').column)} IN (SELECT DISTINCT "
-            f"{sql.concat(sql.p(SCOPE_NAMESPACE), f'k.{course}')} "
-            f"FROM {sql.q(self.model._meta.db_table)} k WHERE {_key_range(sql, f'k.{pk}', self)}) "
-            f"OFFSET 0)"
-        )
-
     def rows_and_users(self, sql: _Sql) -> str:
         """The source rows (``l``) joined to their users (``u``)."""
         users, pk, _ = _user_columns(sql)
@@ -300,7 +287,7 @@ class _Forward:
         text = (
             f"WITH src AS MATERIALIZED (SELECT {self.col(sql, 'pk')} AS id, "  # noqa: S608 (identifiers only)
             f"{self.subject(sql)} AS s, {self.role(sql)} AS r, {self.scope(sql)} AS o, "
-            f"{_gated(self.gate(sql), self.present(sql))} AS there FROM {self.rows_and_users(sql)} "
+            f"{self.present(sql)} AS there FROM {self.rows_and_users(sql)} "
             f"WHERE {self.where(sql)}), "
             f"written AS (INSERT INTO {casbin} ({columns}) SELECT {sql.p(ROLE_PTYPE)}, s, r, o, "
             f"'', '', '' FROM {_fresh_sql(self.model)} ORDER BY id RETURNING {', '.join(v)}), "
@@ -329,21 +316,6 @@ def _fresh_sql(model) -> str:
         "(SELECT DISTINCT ON (s, r, o) id, s, r, o FROM src WHERE NOT there "
         "ORDER BY s, r, o, id) AS fresh"
     )
-
-
-def _gated(gate: str, test: str) -> str:
-    """``test`` (a per-row lookup) only when ``gate`` (evaluated once per statement) says a
-    row can pass it: a move into a scope that holds none of its targets yet, as most batches
-    are, tests no row (about 30 % of PostgreSQL's statement on 25,000 rows)."""
-    return f"CASE WHEN {gate} THEN {test} ELSE FALSE END"
-
-
-def _key_range(sql: _Sql, column: str, statements) -> str:
-    """``column`` within the batch's key range (after, upper]."""
-    text = f"{column} <= {sql.p(statements.upper)}"
-    if statements.after is not None:
-        text += f" AND {column} > {sql.p(statements.after)}"
-    return text
 
 
 def _final_select(counted: str, listed_cte: str, listed: bool) -> str:
@@ -422,18 +394,6 @@ class _Rollback:
             parts.append(f"{sql.length(self.course(sql))} <= {sql.p(self.limits[1])}")
         return " AND ".join(f"({part})" for part in parts)
 
-    def gate(self, sql: _Sql) -> str:
-        """EXISTS: some legacy row names the course of some row in the batch's key range."""
-        v2 = sql.q(self.casbin._meta.get_field("v2").column)
-        pk = sql.q(self.casbin._meta.pk.column)
-        course = sql.q(self.model._meta.get_field("course_id").column)
-        return (
-            f"EXISTS (SELECT 1 FROM {sql.q(self.model._meta.db_table)} g "  # noqa: S608 (identifiers only)
-            f"WHERE g.{course} IN (SELECT DISTINCT SUBSTR(k.{v2}, {len(SCOPE_NAMESPACE) + 1}) "
-            f"FROM {sql.q(self.casbin._meta.db_table)} k WHERE {_key_range(sql, f'k.{pk}', self)}) "
-            f"OFFSET 0)"
-        )
-
     def present(self, sql: _Sql) -> str:
         """EXISTS: the row's target is in the legacy table (the user's rows are looked up by
         its index; the org is compared, never looked up: see :meth:`_Sql.unindexed`)."""
@@ -487,7 +447,7 @@ class _Rollback:
         text = (
             f"WITH src AS MATERIALIZED (SELECT {self.c(sql, 'pk')} AS id, u.{pk} AS k0, "  # noqa: S608 (identifiers only)
             f"{self.org(sql)} AS k1, {self.course(sql)} AS k2, {self.role(sql)} AS k3, "
-            f"{_gated(self.gate(sql), self.present(sql))} AS there FROM {casbin} c JOIN {users} u "
+            f"{self.present(sql)} AS there FROM {casbin} c JOIN {users} u "
             f"ON {self.user_join(sql)} WHERE {self.where(sql)}), "
             f"written AS (INSERT INTO {legacy} ({', '.join(key)}) SELECT DISTINCT k0, k1, k2, k3 "
             f"FROM src WHERE NOT there ORDER BY 1, 2, 3, 4 RETURNING {', '.join(key)}), "
