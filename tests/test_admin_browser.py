@@ -96,6 +96,10 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
         log_in(page, live_server.url, "admin")
         page.locator("#content-main").get_by_role("link", name="Org flag overrides").click()
         page.locator(".object-tools").get_by_role("link", name="Add org flag override").click()
+        # The add page loaded, its autofocus done: typing before that could land in the
+        # field Django's admin focuses on load (waffle_flag), as it once did.
+        page.wait_for_url("**/add/")
+        page.wait_for_load_state("load")
         assert page.input_value("#id_waffle_flag") == FLAG
         page.fill("#id_org", "OpenedX")
         page.check("input[name=override_choice][value=on]")
