@@ -20,7 +20,7 @@ whose answer is certain. MariaDB/MySQL and hosts with openedx-authz keep the Pyt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
@@ -54,13 +54,13 @@ class Rule:
 
 @dataclass
 class Moved:
-    """What the two statements did: sources deleted, targets written, and (when asked for)
+    """What a batch's statements did: sources deleted, targets written, and (when asked for)
     the Casbin (v0, v1, v2) rows written or deleted."""
 
     moved: int = 0
     created: int = 0
-    casbin_added: list = None
-    casbin_removed: list = None
+    casbin_added: list = field(default_factory=list)
+    casbin_removed: list = field(default_factory=list)
 
 
 # One character class of a course key part, ASCII only: narrower than the ``\w`` of
@@ -496,8 +496,8 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
     connection = statements.connection
     if connection.vendor == "postgresql":
         moved, created, rows = _one_statement(connection, statements, listed)
-        return Moved(moved, created, casbin_added=rows, casbin_removed=[])
-    done = Moved(casbin_added=[], casbin_removed=[])
+        return Moved(moved, created, casbin_added=rows)
+    done = Moved()
     with connection.cursor() as cursor:
         cursor.execute(*statements.present_sources())
         skip = [pk for (pk,) in cursor.fetchall()]
@@ -518,8 +518,8 @@ def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, li
     statements = _Rollback(selection, rule, after, upper)
     if statements.connection.vendor == "postgresql":
         created, moved, rows = _one_statement(statements.connection, statements, listed)
-        return Moved(moved, created, casbin_added=[], casbin_removed=rows)
-    done = Moved(casbin_added=[], casbin_removed=[])
+        return Moved(moved, created, casbin_removed=rows)
+    done = Moved()
     with statements.connection.cursor() as cursor:
         cursor.execute(*statements.present_sources())
         skip = [pk for (pk,) in cursor.fetchall()]
