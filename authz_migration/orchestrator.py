@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -393,6 +393,7 @@ def _apply(move: Move, options: Options) -> Outcome:
     decider = _Decider(move)
     listed = enforcer.rules_wanted()
     fast = not options.dry_run and sqlmoves.usable()
+    absent = fast and move.direction == FORWARD and sqlmoves.targets_absent(move.selection)
     cursor, finished = options.after, True
     while True:
         if max_batches is not None and stats.batches >= max_batches:
@@ -401,10 +402,15 @@ def _apply(move: Move, options: Options) -> Outcome:
         rule = decider.fast_rule() if fast else None
         if rule is None:
             result, last, count = _python_batch(move, decider, cursor, batch_size, options)
+            placed = result.created if result else 0
         else:
-            result, last, count = _database_batch(move, decider, rule, cursor, batch_size, listed)
+            rule = replace(rule, targets_absent=absent)
+            result, last, count, placed = _database_batch(
+                move, decider, rule, cursor, batch_size, listed
+            )
         if last is None:
             break
+        absent = absent and not placed  # targets placement wrote may be a later row's
         stats.add(result)
         cursor = last
         if count < batch_size:
@@ -425,11 +431,12 @@ def _python_batch(move: Move, decider: _Decider, cursor, batch_size: int, option
 
 def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int, listed: bool):
     """One batch whose plain rows the database moves by itself (:mod:`sqlmoves`); the rows it
-    leaves go through placement as in :func:`_python_batch`."""
+    leaves go through placement as in :func:`_python_batch`: (result, last key, rows,
+    targets placement wrote)."""
     legacy = move.direction == FORWARD
     upper, count = batch_bound(move.selection, legacy, cursor, batch_size, move.until)
     if upper is None:
-        return None, None, 0
+        return None, None, 0, 0
     carry = sqlmoves.forward if legacy else sqlmoves.rollback
     done = carry(move.selection, rule, cursor, upper, listed)
     read = read_legacy if legacy else read_casbin
@@ -442,8 +449,9 @@ def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int
         if last is None or read_count < batch_size:
             break
         after = last
+    placed = result.created
     result.merge_database(done)
-    return result, upper, count
+    return result, upper, count, placed
 
 
 def _outcome(move: Move, dry_run: bool, stats: _Stats, decider: _Decider, cursor, finished):

@@ -50,6 +50,9 @@ class Rule:
 
     skip_courses: tuple[str, ...] = ()
     skip_orgs: tuple[str, ...] = ()
+    # Forward: no plain row's target can be in casbin_rule yet (:func:`targets_absent`), so
+    # the per-row test of each target is left out.
+    targets_absent: bool = False
 
 
 @dataclass
@@ -226,6 +229,11 @@ class _Forward:
         )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
 
+    def there(self, sql: _Sql) -> str:
+        """Whether the row's target was there before the statement, as far as it must be
+        asked: not at all when the rule says no target can be."""
+        return "FALSE" if self.rule.targets_absent else self.present(sql)
+
     def rows_and_users(self, sql: _Sql) -> str:
         """The source rows (``l``) joined to their users (``u``)."""
         users, pk, _ = _user_columns(sql)
@@ -287,7 +295,7 @@ class _Forward:
         text = (
             f"WITH src AS MATERIALIZED (SELECT {self.col(sql, 'pk')} AS id, "  # noqa: S608 (identifiers only)
             f"{self.subject(sql)} AS s, {self.role(sql)} AS r, {self.scope(sql)} AS o, "
-            f"{self.present(sql)} AS there FROM {self.rows_and_users(sql)} "
+            f"{self.there(sql)} AS there FROM {self.rows_and_users(sql)} "
             f"WHERE {self.where(sql)}), "
             f"written AS (INSERT INTO {casbin} ({columns}) SELECT {sql.p(ROLE_PTYPE)}, s, r, o, "
             f"'', '', '' FROM {_fresh_sql(self.model)} ORDER BY id RETURNING {', '.join(v)}), "
@@ -489,6 +497,28 @@ def usable() -> bool:
     return connection.vendor in ("postgresql", "sqlite")
 
 
+def targets_absent(selection: Selection) -> bool:
+    """Whether a forward move over ``selection`` may leave out the per-row test of its
+    targets (one index probe, at the move's start): no Casbin row has a course scope of the
+    selection yet, and the legacy table's unique key makes every plain row's target its
+    own (the role map is one-to-one: system check E005). Rows the move itself writes then
+    never meet a later batch's; rows placement writes might (a row whose org column differs
+    from its key's), so the caller stops leaving the test out once placement has written.
+
+    Only for an org or the whole instance: a few courses' rows are tested faster than
+    probed. Only while this move is the scope's one writer, which the scope guard makes it
+    for the app's own moves (docs/decisions/0014)."""
+    if selection.org is None and not selection.everything:
+        return False
+    if not _unique_key_declared(legacy_role_model()):
+        return False
+    prefix = SCOPE_NAMESPACE
+    if selection.org is not None:
+        prefix = course_scope_key(course_key_prefix(selection.org))
+    # SQLite's LIKE ignores case: a wider probe, which only ever keeps the test.
+    return not casbin_rule_model().objects.filter(v2__startswith=prefix).exists()
+
+
 def forward(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
     """Move the plain legacy rows of (after, upper] to Casbin (one statement on PostgreSQL,
     three on SQLite)."""
@@ -499,8 +529,10 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
         return Moved(moved, created, casbin_added=rows)
     done = Moved()
     with connection.cursor() as cursor:
-        cursor.execute(*statements.present_sources())
-        skip = [pk for (pk,) in cursor.fetchall()]
+        skip = []
+        if not rule.targets_absent:
+            cursor.execute(*statements.present_sources())
+            skip = [pk for (pk,) in cursor.fetchall()]
         cursor.execute(*statements.insert(listed, skip))
         if listed:
             done.casbin_added = [tuple(row) for row in cursor.fetchall()]
