@@ -155,6 +155,12 @@ def _unique_key_declared(model) -> bool:
     return key in together + constraints
 
 
+def _key_range(sql: _Sql, pk: str, after: int | None, upper: int) -> str:
+    """``pk`` in (after, upper]: the batch."""
+    text = f"{pk} <= {sql.p(upper)}"
+    return text if after is None else f"{text} AND {pk} > {sql.p(after)}"
+
+
 def _fits(limit: int | None, value_len: int) -> bool:
     return limit is None or value_len <= limit
 
@@ -198,9 +204,7 @@ class _Forward:
         """The rows this module may move: see the module docstring."""
         pk, course, org = (self.col(sql, n) for n in ("pk", "course_id", "org"))
         _, _, name = _user_columns(sql)
-        parts = [f"{pk} <= {sql.p(self.upper)}"]
-        if self.after is not None:
-            parts.append(f"{pk} > {sql.p(self.after)}")
+        parts = [_key_range(sql, pk, self.after, self.upper)]
         if self.selection.org is not None:
             parts.append(sql.starts(course, course_key_prefix(self.selection.org)))
             parts.append(f"{org} = {sql.p(self.selection.org)}")
@@ -271,11 +275,13 @@ class _Forward:
         return text, sql.params
 
     def delete(self) -> tuple[str, list]:
-        """DELETE the rows whose target is now present (SQLite)."""
+        """DELETE the rows whose target is now present (SQLite). The batch's range stands
+        outside the EXISTS too: inside alone, SQLite scans the whole table for it."""
         sql = _Sql(self.connection)
         users, pk, _ = _user_columns(sql)
         return (
-            f"DELETE FROM {sql.q(self.model._meta.db_table)} AS l WHERE EXISTS (SELECT 1 "  # noqa: S608 (identifiers only)
+            f"DELETE FROM {sql.q(self.model._meta.db_table)} AS l WHERE "  # noqa: S608 (identifiers only)
+            f"{_key_range(sql, self.col(sql, 'pk'), self.after, self.upper)} AND EXISTS (SELECT 1 "
             f"FROM {users} u WHERE u.{pk} = {self.col(sql, 'user')} AND {self.where(sql)} "
             f"AND {self.present(sql)})",
             sql.params,
@@ -379,9 +385,7 @@ class _Rollback:
 
     def where(self, sql: _Sql) -> str:
         pk, v2 = self.c(sql, "pk"), self.c(sql, "v2")
-        parts = [f"{pk} <= {sql.p(self.upper)}"]
-        if self.after is not None:
-            parts.append(f"{pk} > {sql.p(self.after)}")
+        parts = [_key_range(sql, pk, self.after, self.upper)]
         if self.selection.org is not None:
             parts.append(sql.starts(v2, course_scope_key(course_key_prefix(self.selection.org))))
         elif self.selection.courses:
@@ -426,21 +430,27 @@ class _Rollback:
             sql.params,
         )
 
-    def insert(self, skip: list) -> tuple[str, list]:
+    def insert(self, skip: list, ignore: bool = False) -> tuple[str, list]:
         """INSERT the legacy rows of the rows but ``skip``, in the unique key's order
-        (docs/decisions/0011); see :meth:`_Forward.insert` for why ``skip`` is read apart."""
+        (docs/decisions/0011); see :meth:`_Forward.insert` for why ``skip`` is read apart.
+        ``ignore`` (SQLite, the unique key declared): no ``skip``, the key itself passes over
+        the targets present, within the batch too (SQLite runs one writer at a time: no
+        order to keep)."""
         sql = _Sql(self.connection)
         users = _user_columns(sql)[0]
         columns = ", ".join(
             sql.q(self.model._meta.get_field(n).column)
             for n in ("user", "org", "course_id", "role")
         )
+        verb, distinct, order = "INSERT INTO", "DISTINCT ", " ORDER BY 1, 2, 3, 4"
+        if ignore:
+            verb, distinct, order = "INSERT OR IGNORE INTO", "", ""
         return (
-            f"INSERT INTO {sql.q(self.model._meta.db_table)} ({columns}) "  # noqa: S608 (identifiers only)
-            f"SELECT DISTINCT u.{_user_columns(sql)[1]}, {self.org(sql)}, {self.course(sql)}, "
+            f"{verb} {sql.q(self.model._meta.db_table)} ({columns}) "  # noqa: S608 (identifiers only)
+            f"SELECT {distinct}u.{_user_columns(sql)[1]}, {self.org(sql)}, {self.course(sql)}, "
             f"{self.role(sql)} FROM {sql.q(self.casbin._meta.db_table)} c JOIN {users} u "
             f"ON {self.user_join(sql)} WHERE {self.where(sql)} "
-            f"AND {sql.member(self.c(sql, 'pk'), skip, True)} ORDER BY 1, 2, 3, 4",
+            f"AND {sql.member(self.c(sql, 'pk'), skip, True)}{order}",
             sql.params,
         )
 
@@ -466,10 +476,12 @@ class _Rollback:
         return text + _final_select("written", "gone", listed), sql.params
 
     def delete(self, returning: bool) -> tuple[str, list]:
-        """DELETE the rows whose target is now present, compared exactly (SQLite)."""
+        """DELETE the rows whose target is now present, compared exactly (SQLite; the
+        range outside the EXISTS as in :meth:`_Forward.delete`)."""
         sql = _Sql(self.connection)
         text = (
-            f"DELETE FROM {sql.q(self.casbin._meta.db_table)} AS c WHERE EXISTS (SELECT 1 "  # noqa: S608 (identifiers only)
+            f"DELETE FROM {sql.q(self.casbin._meta.db_table)} AS c WHERE "  # noqa: S608 (identifiers only)
+            f"{_key_range(sql, self.c(sql, 'pk'), self.after, self.upper)} AND EXISTS (SELECT 1 "
             f"FROM {_user_columns(sql)[0]} u WHERE {self.user_join(sql)} AND {self.where(sql)} "
             f"AND {self.present(sql)})"
         )
@@ -552,10 +564,15 @@ def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, li
         created, moved, rows = _one_statement(statements.connection, statements, listed)
         return Moved(moved, created, casbin_removed=rows)
     done = Moved()
+    # The legacy table's unique key compares as the target test does (SQLite: exactly), so
+    # where it is declared it answers the test in the INSERT itself.
+    ignore = _unique_key_declared(statements.model)
     with statements.connection.cursor() as cursor:
-        cursor.execute(*statements.present_sources())
-        skip = [pk for (pk,) in cursor.fetchall()]
-        cursor.execute(*statements.insert(skip))
+        skip = []
+        if not ignore:
+            cursor.execute(*statements.present_sources())
+            skip = [pk for (pk,) in cursor.fetchall()]
+        cursor.execute(*statements.insert(skip, ignore))
         done.created = cursor.rowcount
         cursor.execute(*statements.delete(returning=listed))
         if listed:

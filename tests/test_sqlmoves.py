@@ -208,3 +208,26 @@ def test_a_target_placement_wrote_is_never_written_twice(db, make_user, monkeypa
     assert forward["counts"]["moved"] == len(rows)
     assert legacy == []
     assert len(casbin) == len(set(casbin)) == len(PLAIN) + 1  # one target for the two rows
+
+
+def test_a_rollback_over_repeated_and_present_targets_ends_as_placement_alone_would(
+    db, make_user, monkeypatch
+):
+    """Casbin may hold one rule twice (in different batches), and a rule's legacy row may
+    already be there: each source still goes, each target is written once."""
+    alice = make_user("alice")
+    make_user("bob")
+    for course in PLAIN[:3]:
+        add_casbin_role("alice", "course_staff", course)
+        add_casbin_role("bob", "course_admin", course)
+    add_casbin_role("alice", "course_staff", PLAIN[0])  # the same rule again, a later batch
+    legacy_role_model().objects.create(user=alice, org=ORG, course_id=PLAIN[1], role="staff")
+
+    def run():
+        return [api.migrate_org(ORG, False, force=True, batch_size=2)]
+
+    database, python = both_ways(monkeypatch, run)
+    assert database == python
+    [back], (legacy, casbin) = database
+    assert (back["counts"]["moved"], back["counts"]["created"]) == (7, 5)
+    assert casbin == [] and len(legacy) == len(set(legacy)) == 6
