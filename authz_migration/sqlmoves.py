@@ -6,8 +6,10 @@ follows the scope's (no override of its own). For those the answer of
 :mod:`~authz_migration.placement` is known without looking at the row in Python, so the
 database moves them and no row leaves it: on PostgreSQL one statement per batch (read the
 rows and test each target once, write the missing targets, delete the rows whose target was
-there or was written); on SQLite three (the rows whose target is there, the INSERT of the
-others' targets, the DELETE of the rows whose target now exists).
+there or was written); on SQLite at most three (the rows whose target is there, the INSERT
+of the others' targets, the DELETE of the rows whose target now exists). A forward move into
+a scope with no Casbin rule yet leaves out the per-row test (:func:`targets_absent`); a
+SQLite rollback lets the legacy table's unique key pass over the targets present.
 
 The predicate here is deliberately narrower than placement's rule: every row it takes is one
 placement would move, to the same target. Whatever it leaves (org-wide roles, unmapped roles,
@@ -533,7 +535,7 @@ def targets_absent(selection: Selection) -> bool:
 
 def forward(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
     """Move the plain legacy rows of (after, upper] to Casbin (one statement on PostgreSQL,
-    three on SQLite)."""
+    two or three on SQLite)."""
     statements = _Forward(selection, rule, after, upper)
     connection = statements.connection
     if connection.vendor == "postgresql":
@@ -558,7 +560,7 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
 
 def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
     """Move the plain Casbin rows of (after, upper] to the legacy table (one statement on
-    PostgreSQL, three on SQLite)."""
+    PostgreSQL, two or three on SQLite)."""
     statements = _Rollback(selection, rule, after, upper)
     if statements.connection.vendor == "postgresql":
         created, moved, rows = _one_statement(statements.connection, statements, listed)
