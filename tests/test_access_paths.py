@@ -3,14 +3,19 @@
 ``DELETE ... WHERE id IN (...)`` is planned from statistics: with the list a large share of a
 small table MariaDB scans the whole table (EXPLAIN type ALL), and a scanning DELETE locks, or
 waits for, every row it reads, other orgs' rows included. The moves' DELETEs must look up each
-of their rows by a unique key, whatever the table's size and statistics: the small table, where
-the scan is cheapest, is the trap.
+of their rows by its primary key, whatever the table's size and statistics: the small table,
+where the scan is cheapest, is the trap.
 """
 
 from __future__ import annotations
 
+import json
+import random
+import re
+
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from authz_migration import stores
 from authz_migration.conf import legacy_role_model
@@ -78,27 +83,28 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_legacy_delete_looks_up_each_row_by_the_unique_key(shape):
+def test_legacy_delete_looks_up_each_row_by_primary_key_in_key_order(shape):
+    """Each row by its primary key, and the rows in the unique key's order (user, org,
+    course_id, role), whatever order they come in: the unique index's entries are then
+    marked in key order, as moves insert (docs/decisions/0011)."""
     seed_legacy_rows(*SHAPES[shape])
     model = legacy_role_model()
     rows = org_rows("Org0")[:5000]
-    key = stores._unique_key(connection, model)
-    assert key is not None
+    random.Random(11).shuffle(rows)
 
     plan = explain(
-        stores._key_order_delete_sql(connection, model, key), [stores._key_order_param(rows)]
+        stores._pk_lookup_delete_sql(connection, model), [stores._pk_param(r.pk for r in rows)]
     )
+    with CaptureQueriesContext(connection) as queries:
+        deleted = stores.delete_legacy(rows)
 
-    [unique] = [
-        name
-        for name, info in connection.introspection.get_constraints(
-            connection.cursor(), model._meta.db_table
-        ).items()
-        if info["unique"] and info["columns"] == ["user_id", "org", "course_id", "role"]
-    ]
-    assert_lookups(plan, model._meta.db_table, unique)
-    assert stores.delete_legacy(rows) == len(rows)
+    assert_lookups(plan, model._meta.db_table, "PRIMARY")
+    assert deleted == len(rows)
     assert model.objects.filter(pk__in=[row.pk for row in rows]).count() == 0
+    [statement] = queries.captured_queries
+    sent = json.loads(re.search(r"JSON_TABLE\('(\[[0-9, ]*\])'", statement["sql"]).group(1))
+    by_key = sorted(rows, key=lambda row: (row.user_id, row.org, row.course_id, row.role))
+    assert sent == [row.pk for row in by_key] != sorted(sent)
 
 
 @pytest.mark.parametrize("rows, share", [(10, 1), (600, 1), (600, 3), (1600, 8), (30000, 6)])
@@ -140,26 +146,20 @@ def test_a_plain_in_list_delete_scans_a_small_table():
     assert plan[0]["type"] == "ALL", plan
 
 
-def test_a_legacy_table_without_the_unique_key_is_deleted_by_primary_key(monkeypatch):
-    seed_legacy_rows(1, 2, 5)
-    model = legacy_role_model()
-    monkeypatch.setitem(stores._UNIQUE_KEYS, (connection.alias, model._meta.db_table), None)
-    rows = org_rows("Org0")
-    assert stores.delete_legacy(rows) == len(rows)
-    assert not model.objects.exists()
-
-
-def test_a_server_without_json_table_deletes_with_an_in_list(monkeypatch):
+def test_a_server_without_json_table_deletes_with_an_in_list_and_inserts_row_values(
+    monkeypatch,
+):
     """MariaDB before 10.6 and MySQL before 8.0.4 have no JSON_TABLE: the moves keep working
-    there with the statement they used before."""
-    from django.test.utils import CaptureQueriesContext
-
+    there with the statements they used before."""
     seed_legacy_rows(1, 2, 5)
     model = legacy_role_model()
     monkeypatch.setitem(stores._JSON_TABLE, connection.alias, False)
     rows = org_rows("Org0")
     with CaptureQueriesContext(connection) as ctx:
         assert stores.delete_legacy(rows) == len(rows)
-    [delete] = [q["sql"] for q in ctx.captured_queries]
+        keys = [(row.user_id, row.org, row.course_id, row.role) for row in rows]
+        assert stores.insert_legacy(keys) == len(rows)
+    [delete, insert] = [q["sql"] for q in ctx.captured_queries]
     assert "JSON_TABLE" not in delete and " IN (" in delete
-    assert not model.objects.exists()
+    assert "JSON_TABLE" not in insert and " VALUES " in insert
+    assert sorted(model.objects.values_list("user_id", "org", "course_id", "role")) == sorted(keys)

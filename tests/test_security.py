@@ -328,8 +328,8 @@ def _is_compiled_query(node: ast.expr) -> bool:
 
 def _is_fragment(node: ast.expr, names: dict, seen: frozenset = frozenset()) -> bool:
     """Whether ``node`` can only evaluate to SQL the code wrote itself: string constants,
-    quoted identifiers (``quote_name``), column types (``db_type``), placeholders, and
-    joins, f-strings and conditionals of those."""
+    quoted identifiers (``quote_name``), column types (``db_type``), integers (``int``),
+    placeholders, and joins, f-strings and conditionals of those."""
     if isinstance(node, ast.Constant):
         return isinstance(node.value, str)
     if isinstance(node, ast.JoinedStr):
@@ -356,8 +356,9 @@ def _is_fragment(node: ast.expr, names: dict, seen: frozenset = frozenset()) -> 
     if _is_compiled_query(node):
         return True  # SQL the ORM compiled, its values kept apart as parameters
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        # A helper named *_sql builds SQL fragments; sql_builders() checks its returns.
-        return node.func.id.endswith("_sql")
+        # int(...) renders as digits only (a JSON path's position); a helper named *_sql
+        # builds SQL fragments, and sql_builders() checks its returns.
+        return node.func.id == "int" or node.func.id.endswith("_sql")
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         if node.func.attr in ("quote_name", "db_type"):
             return True
@@ -517,3 +518,26 @@ def test_no_raw_querysets_or_extra_clauses_in_the_app():
         text = path.read_text()
         for needle in (".raw(", ".extra(", "RawSQL("):
             assert needle not in text, f"{path}: {needle}"
+
+
+ODD_NAMES = ["o'brien", 'say "hi"', "back\\slash", "tab\there", "smile😀", "café", "%_"]
+
+
+def test_values_with_quotes_backslashes_and_emoji_move_there_and_back_exactly(make_user):
+    """Values travel to the database as parameters (an array, a JSON document or one per
+    value, by database): every character arrives as written, both ways."""
+    model = legacy_role_model()
+    users = [make_user(name) for name in ODD_NAMES]
+    model.objects.bulk_create(
+        [model(user=u, org="OrgA", course_id="course-v1:OrgA+Café+R", role="staff") for u in users]
+    )
+    before = sorted(model.objects.values_list("user__username", "org", "course_id", "role"))
+
+    forward = api.migrate_org("OrgA", True, force=True)
+    subjects = sorted(casbin_rule_model().objects.values_list("v0", flat=True))
+    back = api.migrate_org("OrgA", False, force=True)
+
+    assert (forward.moved, back.moved) == (len(ODD_NAMES), len(ODD_NAMES))
+    assert subjects == sorted(f"user^{name}" for name in ODD_NAMES)
+    after = sorted(model.objects.values_list("user__username", "org", "course_id", "role"))
+    assert after == before
