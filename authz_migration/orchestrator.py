@@ -392,7 +392,7 @@ def _apply(move: Move, options: Options) -> Outcome:
     stats = _Stats(get_setting("METADATA_LIST_LIMIT"))
     decider = _Decider(move)
     listed = enforcer.rules_wanted()
-    fast = not options.dry_run and sqlmoves.usable()
+    fast = not options.dry_run and sqlmoves.usable(move.direction == FORWARD)
     absent = fast and move.direction == FORWARD and sqlmoves.targets_absent(move.selection)
     cursor, finished = options.after, True
     while True:
@@ -401,7 +401,7 @@ def _apply(move: Move, options: Options) -> Outcome:
             break
         rule = decider.fast_rule() if fast else None
         if rule is None:
-            result, last, count = _python_batch(move, decider, cursor, batch_size, options)
+            result, last, count = _python_batch(move, decider, cursor, batch_size, options.dry_run)
             placed = result.created if result else 0
         else:
             rule = replace(rule, targets_absent=absent)
@@ -418,7 +418,7 @@ def _apply(move: Move, options: Options) -> Outcome:
     return _outcome(move, options.dry_run, stats, decider, cursor, finished)
 
 
-def _python_batch(move: Move, decider: _Decider, cursor, batch_size: int, options: Options):
+def _python_batch(move: Move, decider: _Decider, cursor, batch_size: int, dry_run: bool):
     """One batch read into Python and placed row by row: (result, last key read, rows read)."""
     legacy = move.direction == FORWARD
     read = read_legacy if legacy else read_casbin
@@ -426,7 +426,7 @@ def _python_batch(move: Move, decider: _Decider, cursor, batch_size: int, option
     if last is None:
         return None, None, 0
     batch = moves.forward_batch if legacy else moves.rollback_batch
-    return batch(rows, decider.for_batch(rows, legacy), dry_run=options.dry_run), last, count
+    return batch(rows, decider.for_batch(rows, legacy), dry_run=dry_run), last, count
 
 
 def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int, listed: bool):
@@ -438,7 +438,10 @@ def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int
     if upper is None:
         return None, None, 0, 0
     carry = sqlmoves.forward if legacy else sqlmoves.rollback
-    done = carry(move.selection, rule, cursor, upper, listed)
+    done = carry(move.selection, rule, cursor, upper, listed, count)
+    if done is None:  # MariaDB: not every row is plain; one key-order DELETE for all (0011)
+        result, last, count = _python_batch(move, decider, cursor, batch_size, False)
+        return result, last, count, result.created
     read = read_legacy if legacy else read_casbin
     batch = moves.forward_batch if legacy else moves.rollback_batch
     result, after = moves.BatchResult(), cursor

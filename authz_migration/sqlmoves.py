@@ -41,7 +41,17 @@ from .roles import (
     role_key,
     role_map,
 )
-from .stores import Selection, casbin_rule_model, max_length
+from .stores import (
+    LegacyRow,
+    Selection,
+    casbin_rule_model,
+    casbin_scopes_exist,
+    delete_legacy,
+    existing_casbin,
+    insert_casbin,
+    json_rows_usable,
+    max_length,
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,14 @@ class _Sql:
         return "%s"
 
     def concat(self, *parts: str) -> str:
+        if self.vendor == "mysql":
+            return f"CONCAT({', '.join(parts)})"
         return "(" + " || ".join(parts) + ")"
+
+    def exact(self, expr: str) -> str:
+        """``expr`` compared byte for byte, as placement compares in Python: MariaDB's
+        ``_ci`` collations ignore case (and trailing spaces); the others compare exactly."""
+        return f"BINARY {expr}" if self.vendor == "mysql" else expr
 
     def unindexed(self, expr: str) -> str:
         """``expr`` as an index cannot serve it, its comparisons unchanged. Statistics taken
@@ -100,12 +117,15 @@ class _Sql:
         return f"+{expr}"  # SQLite's way
 
     def length(self, expr: str) -> str:
-        return f"LENGTH({expr})"  # in characters, on both
+        """In characters (MariaDB's LENGTH counts bytes)."""
+        return f"CHAR_LENGTH({expr})" if self.vendor == "mysql" else f"LENGTH({expr})"
 
     def before_plus(self, expr: str) -> str:
         """``expr`` up to its first ``+`` (a well-formed key has one)."""
         if self.vendor == "postgresql":
             return f"split_part({expr}, '+', 1)"
+        if self.vendor == "mysql":
+            return f"SUBSTRING_INDEX({expr}, '+', 1)"
         return f"SUBSTR({expr}, 1, INSTR({expr}, '+') - 1)"
 
     def member(self, expr: str, values, negate: bool = False) -> str:
@@ -121,12 +141,15 @@ class _Sql:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         escape = " ESCAPE '\\'" if self.vendor == "sqlite" else ""
         like = f"{expr} LIKE {self.p(escaped + '%')}{escape}"
-        return f"{like} AND SUBSTR({expr}, 1, {len(prefix)}) = {self.p(prefix)}"
+        return f"{like} AND {self.exact(f'SUBSTR({expr}, 1, {len(prefix)})')} = {self.p(prefix)}"
 
     def course_key(self, expr: str) -> str:
         """``expr`` is ``course-v1:ORG+COURSE+RUN`` with ASCII parts."""
+        pattern = f"^course-v1:{_PART}[+]{_PART}[+]{_PART}$"
         if self.vendor == "postgresql":
-            return f"{expr} ~ {self.p(f'^course-v1:{_PART}[+]{_PART}[+]{_PART}$')}"
+            return f"{expr} ~ {self.p(pattern)}"
+        if self.vendor == "mysql":
+            return f"{self.exact(expr)} REGEXP {self.p(pattern)}"
         # SQLite: GLOB is case-sensitive and native (REGEXP would call into Python per row).
         return (
             f"{expr} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
@@ -209,14 +232,16 @@ class _Forward:
         parts = [_key_range(sql, pk, self.after, self.upper)]
         if self.selection.org is not None:
             parts.append(sql.starts(course, course_key_prefix(self.selection.org)))
-            parts.append(f"{org} = {sql.p(self.selection.org)}")
+            parts.append(f"{sql.exact(org)} = {sql.p(self.selection.org)}")
         else:
             if not self.selection.everything:
-                parts.append(sql.member(course, self.selection.courses))
+                parts.append(sql.member(sql.exact(course), self.selection.courses))
             key_org = f"SUBSTR({sql.before_plus(course)}, {len(COURSE_KEY_PREFIX) + 1})"
-            parts.append(f"{org} = {key_org}")
+            parts.append(f"{sql.exact(org)} = {key_org}")
         parts.append(sql.course_key(course))
-        parts.append(sql.member(self.col(sql, "role"), list(self.roles)))
+        parts.append(sql.member(sql.exact(self.col(sql, "role")), list(self.roles)))
+        # (On MariaDB these compare in the column's _ci collation: they leave out a superset,
+        # whose rows placement then takes.)
         parts.append(sql.member(course, self.rule.skip_courses, negate=True))
         skipped = [course_key_prefix(o)[:-1] for o in self.rule.skip_orgs]
         parts.append(sql.member(sql.before_plus(course), skipped, negate=True))
@@ -227,10 +252,14 @@ class _Forward:
     def present(self, sql: _Sql) -> str:
         """EXISTS: the row's target is in ``casbin_rule``, compared exactly."""
         c = {n: f"c.{sql.q(self.casbin._meta.get_field(n).column)}" for n in _CASBIN_FIELDS}
+        # MariaDB: the scope's index by the column's collation, then each value exactly
+        # (the extra columns and ptype compare as the Python path's read compares them).
+        indexed = f"{c['v2']} = {self.scope(sql)} AND " if sql.vendor == "mysql" else ""
         text = (
             f"EXISTS (SELECT 1 FROM {sql.q(self.casbin._meta.db_table)} c "  # noqa: S608 (identifiers only)
-            f"WHERE {c['v2']} = {self.scope(sql)} AND {c['v0']} = {self.subject(sql)} "
-            f"AND {c['v1']} = {self.role(sql)} AND {c['ptype']} = {sql.p(ROLE_PTYPE)} "
+            f"WHERE {indexed}{sql.exact(c['v2'])} = {self.scope(sql)} "
+            f"AND {sql.exact(c['v0'])} = {self.subject(sql)} "
+            f"AND {sql.exact(c['v1'])} = {self.role(sql)} AND {c['ptype']} = {sql.p(ROLE_PTYPE)} "
             f"AND {c['v3']} = '' AND {c['v4']} = '' AND {c['v5']} = ''"
         )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
@@ -244,7 +273,10 @@ class _Forward:
         """The source rows (``l``) joined to their users (``u``)."""
         users, pk, _ = _user_columns(sql)
         table = sql.q(self.model._meta.db_table)
-        return f"{table} l JOIN {users} u ON u.{pk} = {self.col(sql, 'user')}"
+        # MariaDB would otherwise read every user and each user's rows: the batch's rows
+        # come first, by their key range, and each finds its user.
+        join = "STRAIGHT_JOIN" if sql.vendor == "mysql" else "JOIN"
+        return f"{table} l {join} {users} u ON u.{pk} = {self.col(sql, 'user')}"
 
     def present_sources(self) -> tuple[str, list]:
         """SELECT the primary keys of the rows whose target is already there."""
@@ -289,6 +321,18 @@ class _Forward:
             sql.params,
         )
 
+    def plain_rows(self) -> tuple[str, list]:
+        """MariaDB/MySQL: SELECT the plain rows (a plain read, which locks nothing), each
+        with its key, its target and whether that target is there: the INSERT and the
+        key-order DELETE then go as the Python path's do (docs/decisions/0011)."""
+        sql = _Sql(self.connection)
+        key = ", ".join(self.col(sql, n) for n in ("pk", "user", "org", "course_id", "role"))
+        return (
+            f"SELECT {key}, {self.subject(sql)}, {self.role(sql)}, {self.scope(sql)}, "  # noqa: S608 (identifiers only)
+            f"{self.there(sql)} FROM {self.rows_and_users(sql)} WHERE {self.where(sql)}",
+            sql.params,
+        )
+
     def one_statement(self, listed: bool) -> tuple[str, list]:
         """PostgreSQL: the whole batch in one statement. ``src`` reads the rows and tests
         each target once; the INSERT sorts ``src`` before writing its first row, so every
@@ -317,7 +361,7 @@ class _Forward:
 # PostgreSQL: OFFSET 0 keeps an EXISTS a lookup per row through an index. Joined instead
 # (a semi-join), it is planned from the table's statistics, and casbin_rule filled since
 # its last ANALYZE (a first sync) looks nearly empty: a scan of the table per batch follows.
-_PER_ROW_LOOKUP = {"postgresql": " OFFSET 0", "sqlite": ""}
+_PER_ROW_LOOKUP = {"postgresql": " OFFSET 0", "sqlite": "", "mysql": ""}
 
 _CASBIN_FIELDS = ("ptype", "v0", "v1", "v2", "v3", "v4", "v5")
 LEGACY_KEY = ("user", "org", "course_id", "role")
@@ -497,17 +541,22 @@ class _Rollback:
 # --- entry points ------------------------------------------------------------------------------
 
 
-def usable() -> bool:
-    """Whether the database may move rows here: PostgreSQL and SQLite, not beside
-    openedx-authz (its side rows are written per rule by :mod:`~authz_migration.peer`).
+def usable(forward: bool = True) -> bool:
+    """Whether the database may move rows here: PostgreSQL and SQLite both ways, MariaDB
+    and MySQL forward (with ``JSON_TABLE``); never beside openedx-authz (its side rows are
+    written per rule by :mod:`~authz_migration.peer`).
 
-    Not MariaDB/MySQL yet: there a statement that reads the batch's key range to delete
-    from it (a locking read under InnoDB, whatever the isolation level) waits for rows of
-    other orgs that a concurrent move holds, which the Python path's plain read and
-    key-order DELETE never do (docs/decisions/0011, 0014)."""
+    MariaDB/MySQL moves its plain rows with the Python path's own statements (a plain read,
+    a JSON insert, the key-order DELETE of docs/decisions/0011): a statement that read the
+    batch's key range in order to delete from it would be a locking read under InnoDB,
+    waiting for rows of other orgs that a concurrent move holds. Its rollback keeps the
+    Python path: the legacy table's ``_ci`` unique key decides there which targets clash,
+    as placement reports them (docs/decisions/0014)."""
     if peer.installed():
         return False
     connection = connections[router.db_for_write(casbin_rule_model())]
+    if connection.vendor == "mysql":
+        return forward and json_rows_usable(legacy_role_model())
     return connection.vendor in ("postgresql", "sqlite")
 
 
@@ -529,18 +578,24 @@ def targets_absent(selection: Selection) -> bool:
     prefix = SCOPE_NAMESPACE
     if selection.org is not None:
         prefix = course_scope_key(course_key_prefix(selection.org))
-    # SQLite's LIKE ignores case: a wider probe, which only ever keeps the test.
-    return not casbin_rule_model().objects.filter(v2__startswith=prefix).exists()
+    return not casbin_scopes_exist(prefix)
 
 
-def forward(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
+def forward(
+    selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool, rows: int
+) -> Moved | None:
     """Move the plain legacy rows of (after, upper] to Casbin (one statement on PostgreSQL,
-    two or three on SQLite)."""
+    two or three on SQLite, three on MariaDB/MySQL). ``rows``: how many source rows the
+    batch holds. On MariaDB/MySQL, None (nothing written) when some of them are not plain:
+    the batch then goes through placement whole, so that its legacy rows are deleted by one
+    statement in one key order (docs/decisions/0011)."""
     statements = _Forward(selection, rule, after, upper)
     connection = statements.connection
     if connection.vendor == "postgresql":
         moved, created, rows = _one_statement(connection, statements, listed)
         return Moved(moved, created, casbin_added=rows)
+    if connection.vendor == "mysql":
+        return _forward_by_rows(statements, listed, rows)
     done = Moved()
     with connection.cursor() as cursor:
         skip = []
@@ -558,9 +613,11 @@ def forward(selection: Selection, rule: Rule, after: int | None, upper: int, lis
     return done
 
 
-def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool):
+def rollback(
+    selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool, rows: int
+) -> Moved:
     """Move the plain Casbin rows of (after, upper] to the legacy table (one statement on
-    PostgreSQL, two or three on SQLite)."""
+    PostgreSQL, two or three on SQLite; ``rows`` as for :func:`forward`, unused here)."""
     statements = _Rollback(selection, rule, after, upper)
     if statements.connection.vendor == "postgresql":
         created, moved, rows = _one_statement(statements.connection, statements, listed)
@@ -583,6 +640,26 @@ def rollback(selection: Selection, rule: Rule, after: int | None, upper: int, li
         else:
             done.moved = cursor.rowcount
     return done
+
+
+def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved | None:
+    """MariaDB/MySQL: read the plain rows with their targets, write the targets missing in
+    one JSON insert, delete the rows in key order. A row whose target a trigger kept out
+    stays, for placement to report."""
+    with statements.connection.cursor() as cursor:
+        cursor.execute(*statements.plain_rows())
+        rows = cursor.fetchall()
+    if len(rows) != expected:
+        return None
+    # One target per key: equal legacy rows may repeat where no unique key says otherwise.
+    fresh = list(dict.fromkeys(tuple(row[5:8]) for row in rows if not row[8]))
+    created = insert_casbin(fresh)
+    if created != len(fresh):
+        there = existing_casbin(set(fresh))
+        rows = [row for row in rows if row[8] or tuple(row[5:8]) in there]
+        fresh = [target for target in fresh if target in there]
+    moved = delete_legacy([LegacyRow(*row[:5]) for row in rows])
+    return Moved(moved, len(fresh), casbin_added=fresh if listed else [])
 
 
 def _one_statement(connection, statements, listed: bool) -> tuple[int, int, list]:

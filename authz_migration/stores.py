@@ -282,6 +282,20 @@ def delete_legacy(rows: list[LegacyRow]) -> int:
     return _delete_pks(model, [row.pk for row in rows])
 
 
+def casbin_scopes_exist(prefix: str) -> bool:
+    """Whether any Casbin row has a scope starting with ``prefix`` (one index probe; on
+    SQLite and MariaDB/MySQL the probe ignores case, which only ever answers yes more often)."""
+    model = casbin_rule_model()
+    return model.objects.filter(**{f"v2__{_prefix_lookup(model)}": prefix}).exists()
+
+
+def json_rows_usable(model) -> bool:
+    """Whether writes of ``model``'s rows go as one JSON document (MariaDB 10.6+, MySQL
+    8.0.4+: ``JSON_TABLE``)."""
+    connection = connections[router.db_for_write(model)]
+    return connection.vendor == "mysql" and _has_json_table(connection)
+
+
 def _delete_pks(model, pks: list[int]) -> int:
     if not pks:
         return 0

@@ -14,10 +14,11 @@ import random
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from authz_migration import stores
+from authz_migration import sqlmoves, stores
 from authz_migration.conf import legacy_role_model
 from tests.helpers import make_users
 
@@ -163,3 +164,20 @@ def test_a_server_without_json_table_deletes_with_an_in_list_and_inserts_row_val
     assert "JSON_TABLE" not in delete and " IN (" in delete
     assert "JSON_TABLE" not in insert and " VALUES " in insert
     assert sorted(model.objects.values_list("user_id", "org", "course_id", "role")) == sorted(keys)
+
+
+def test_the_plain_row_read_starts_from_the_batch_then_finds_each_user():
+    """The database path's read (sqlmoves) takes the batch's rows by their primary-key range
+    and looks up each row's user. Planned from statistics, MariaDB read the few users first
+    and every role of each, whatever the batch: every batch a pass over the org."""
+    seed_legacy_rows(2, 5, 2000)  # as the benchmark's orgs: many users, each in a few courses
+    analyze(get_user_model()._meta.db_table)
+    rows = org_rows("Org0")
+    rule = sqlmoves.Rule(targets_absent=True)
+    selection = stores.Selection(org="Org0")
+    text, params = sqlmoves._Forward(selection, rule, rows[0].pk - 1, rows[4999].pk).plain_rows()
+
+    plan = explain(text, params)
+
+    assert [(step["table"], step["key"]) for step in plan] == [("l", "PRIMARY"), ("u", "PRIMARY")]
+    assert (plan[0]["type"], plan[1]["type"]) == ("range", "eq_ref"), plan
