@@ -7,17 +7,19 @@ follows the scope's (no override of its own). For those the answer of
 database moves them and no row leaves it: on PostgreSQL one statement per batch (read the
 rows and test each target once, write the missing targets, delete the rows whose target was
 there or was written); on SQLite at most three (the rows whose target is there, the INSERT
-of the others' targets, the DELETE of the rows whose target now exists). A forward move into
-a scope with no Casbin rule yet leaves out the per-row test (:func:`targets_absent`); a
-SQLite rollback lets the legacy table's unique key pass over the targets present.
+of the others' targets, the DELETE of the rows whose target now exists); on MariaDB/MySQL,
+forward only, three (the plain rows read with their targets, the JSON insert of the missing
+targets, the key-order DELETE of docs/decisions/0011). A forward move into a scope with no
+Casbin rule yet leaves out the per-row test (:func:`targets_absent`); a SQLite rollback lets
+the legacy table's unique key pass over the targets present.
 
 The predicate here is deliberately narrower than placement's rule: every row it takes is one
 placement would move, to the same target. Whatever it leaves (org-wide roles, unmapped roles,
 odd keys, missing users, overridden courses) stays in the source store and goes through
 placement in Python, as every row did before, which classifies, reports and moves it. So the
 rule of where a row belongs is still written once; this module only spares Python the rows
-whose answer is certain. MariaDB/MySQL and hosts with openedx-authz keep the Python path
-(:func:`usable`).
+whose answer is certain. MariaDB/MySQL rollbacks and hosts with openedx-authz keep the
+Python path (:func:`usable`).
 """
 
 from __future__ import annotations
@@ -149,7 +151,9 @@ class _Sql:
         if self.vendor == "postgresql":
             return f"{expr} ~ {self.p(pattern)}"
         if self.vendor == "mysql":
-            return f"{self.exact(expr)} REGEXP {self.p(pattern)}"
+            # PCRE's $ also matches before a final newline; \z only at the very end.
+            anchored = pattern.removesuffix("$") + r"\z"
+            return f"{self.exact(expr)} REGEXP {self.p(anchored)}"
         # SQLite: GLOB is case-sensitive and native (REGEXP would call into Python per row).
         return (
             f"{expr} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
