@@ -272,14 +272,22 @@ def insert_legacy(keys: list[LegacyKey]) -> int:
 def delete_legacy(rows: list[LegacyRow]) -> int:
     """Delete these legacy rows (by primary key); returns how many the database deleted.
 
-    On MariaDB and MySQL the rows go in the order of the table's unique key (user, org,
-    course_id, role), each looked up by its primary key (:func:`_pk_lookup_delete_sql`):
-    each row's entry in the unique index is marked as its row is deleted, so the statement
-    takes those locks in key order, as every insert of a move does (docs/decisions/0011)."""
+    On MariaDB and MySQL the rows are locked in the order of the table's unique key (user,
+    org, course_id, role) through that key, rather than in primary-key order: see
+    :func:`_mysql_delete_in_key_order`."""
     model = legacy_role_model()
-    if connections[router.db_for_write(model)].vendor == "mysql":
-        rows = sorted(rows, key=lambda row: (row.user_id, row.org, row.course_id, row.role))
-    return _delete_pks(model, [row.pk for row in rows])
+    pks = [row.pk for row in rows]
+    connection = connections[router.db_for_write(model)]
+    if rows and connection.vendor == "mysql" and _has_json_table(connection):
+        key = _unique_key(connection, model)
+        if key is not None:
+            deleted = _mysql_delete_in_key_order(connection, model, key, rows)
+            if deleted == len(rows):
+                return deleted
+            # A row the key join cannot find as read (a NULL course key read as blank):
+            # the rest go by primary key; the rows already deleted match nothing there.
+            return deleted + _delete_pks(model, pks)
+    return _delete_pks(model, pks)
 
 
 def casbin_scopes_exist(prefix: str) -> bool:
@@ -290,8 +298,8 @@ def casbin_scopes_exist(prefix: str) -> bool:
 
 
 def json_rows_usable(model) -> bool:
-    """Whether writes of ``model``'s rows go as one JSON document (MariaDB 10.6+, MySQL
-    8.0.4+: ``JSON_TABLE``)."""
+    """Whether ``model``'s database is MariaDB 10.6+ or MySQL 8.0.4+, whose ``JSON_TABLE``
+    the moves' statements there take their rows and keys from."""
     connection = connections[router.db_for_write(model)]
     return connection.vendor == "mysql" and _has_json_table(connection)
 
@@ -340,6 +348,106 @@ def _side_cursor(connection):
             yield cursor
     finally:
         side.close()
+
+
+# The legacy table's unique key on MariaDB/MySQL, learned once per process: (alias, table) ->
+# {field: (column, collation)}, or None when the table has no unique key on those columns.
+_UNIQUE_KEYS: dict[tuple[str, str], dict | None] = {}
+LEGACY_KEY_FIELDS = ("user", "org", "course_id", "role")
+
+
+def _unique_key(connection, model) -> dict | None:
+    """{field: (column, collation)} of the legacy table's unique key (user, org, course_id,
+    role), or None when the table has none. Asked once per process, on a short-lived second
+    connection: never inside a move's transaction, never counted among its queries."""
+    table = model._meta.db_table
+    cache_key = (connection.alias, table)
+    if cache_key not in _UNIQUE_KEYS:
+        columns = {name: _column(model, name) for name in LEGACY_KEY_FIELDS}
+        with _side_cursor(connection) as cursor:
+            cursor.execute(
+                "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.COLLATION_NAME "
+                "FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c "
+                "ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+                "AND c.COLUMN_NAME = s.COLUMN_NAME "
+                "WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = %s "
+                "AND s.NON_UNIQUE = 0 ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+                [table],
+            )
+            rows = cursor.fetchall()
+        indexes: dict[str, list] = {}
+        for index, column, collation in rows:
+            indexes.setdefault(index, []).append((column, collation))
+        found = None
+        for index_columns in indexes.values():
+            if {column for column, _ in index_columns} == set(columns.values()):
+                collations = dict(index_columns)
+                found = {name: (col, collations[col]) for name, col in columns.items()}
+        _UNIQUE_KEYS[cache_key] = found
+    return _UNIQUE_KEYS[cache_key]
+
+
+def _mysql_delete_in_key_order(connection, model, key: dict, rows: list[LegacyRow]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(_key_order_delete_sql(connection, model, key), [_key_order_param(rows)])
+        return cursor.rowcount
+
+
+def _key_order_delete_sql(connection, model, key: dict) -> str:
+    """A DELETE of legacy rows on MariaDB/MySQL that locks them in unique-key order (its one
+    parameter: :func:`_key_order_param`).
+
+    InnoDB checks an INSERT into a unique index against equal entries, including rows deleted
+    but not yet purged, and locks those and the next entry in the index (next-key, shared),
+    at every isolation level. The legacy key leads with the user, so the next entry can be
+    the same user's row in another org: a rollback inserting into org B can hold the lock on
+    the first row of org A that a forward move of org A is deleting. Both statements
+    therefore lock in key order (inserts are written in key order, see moves.py), so neither
+    can wait for the other while holding a lock the other needs: they may queue, never
+    deadlock. A DELETE by primary key would mark the index entries in primary-key order.
+
+    Access path: the rows come as one JSON parameter, read first (``STRAIGHT_JOIN``), and
+    each is looked up by the whole unique key (``eq_ref``, the only plan a full unique key
+    allows, whatever the statistics; tests/test_access_paths.py). Each key comes with its
+    primary key, compared as an expression (``+ 0``) so that it filters rather than offers
+    the primary key as a second access path. Values are compared in the key columns' own
+    collations, the row's values exactly as read."""
+    ops = connection.ops
+    table = ops.quote_name(model._meta.db_table)
+    pk = ops.quote_name(model._meta.pk.column)
+    columns = (
+        "pk BIGINT PATH '$[0]', uid BIGINT PATH '$[1]', "
+        f"o {_json_text_sql(connection, model, key, 'org')} PATH '$[2]', "
+        f"c {_json_text_sql(connection, model, key, 'course_id')} PATH '$[3]', "
+        f"r {_json_text_sql(connection, model, key, 'role')} PATH '$[4]'"
+    )
+    on = (
+        f"{table}.{ops.quote_name(key['user'][0])} = k.uid "
+        f"AND {table}.{ops.quote_name(key['org'][0])} = k.o "
+        f"AND {table}.{ops.quote_name(key['course_id'][0])} = k.c "
+        f"AND {table}.{ops.quote_name(key['role'][0])} = k.r"
+    )
+    return (
+        f"DELETE FROM {table} USING JSON_TABLE(%s, '$[*]' COLUMNS ({columns})) AS k "  # noqa: S608 (identifiers only)
+        f"STRAIGHT_JOIN {table} ON {on} WHERE {table}.{pk} + 0 = k.pk"
+    )
+
+
+def _json_text_sql(connection, model, key: dict, name: str) -> str:
+    """The type of a JSON_TABLE column holding ``name``'s values: the key column's own type,
+    character set and collation (catalog names, quoted as identifiers)."""
+    _, collation = key[name]
+    charset = collation.split("_", 1)[0]
+    return (
+        f"{_field(model, name).db_type(connection)} CHARACTER SET "
+        f"{connection.ops.quote_name(charset)} COLLATE {connection.ops.quote_name(collation)}"
+    )
+
+
+def _key_order_param(rows: list[LegacyRow]) -> str:
+    """The rows as a JSON array of [pk, user_id, org, course_id, role], in key order."""
+    ordered = sorted(rows, key=lambda row: (row.user_id, row.org, row.course_id, row.role))
+    return json.dumps([[row.pk, row.user_id, row.org, row.course_id, row.role] for row in ordered])
 
 
 def _pk_lookup_delete_sql(connection, model) -> str:
@@ -519,16 +627,19 @@ def existing_casbin(keys: set[CasbinKey]) -> set[CasbinKey]:
 def insert_casbin(keys: list[CasbinKey]) -> int:
     """Insert Casbin role rows; returns how many the database reports inserted."""
     constants = {"ptype": ROLE_PTYPE, "v3": "", "v4": "", "v5": ""}
-    return _insert_rows(casbin_rule_model(), ("v0", "v1", "v2"), keys, constants)
+    return _insert_rows(casbin_rule_model(), ("v0", "v1", "v2"), keys, constants, as_json=True)
 
 
-def _insert_rows(model, field_names: tuple[str, ...], rows: list[tuple], constants=None) -> int:
+def _insert_rows(
+    model, field_names: tuple[str, ...], rows: list[tuple], constants=None, as_json=False
+) -> int:
     """One set-based INSERT of plain values, without building model instances (the Python
     side of ``bulk_create`` costs more than the statement at these sizes). ``constants``
     (field -> value) are the same in every row. PostgreSQL gets a single ``INSERT ... SELECT
-    FROM UNNEST`` of one array per column (see :func:`_array_sql`), MariaDB/MySQL one JSON
-    array (:func:`_json_insert_sql`); SQLite an ``executemany``, run in-process. Values are
-    always parameters."""
+    FROM UNNEST`` of one array per column (see :func:`_array_sql`); MariaDB/MySQL one JSON
+    array where ``as_json`` (:func:`_json_insert_sql`); otherwise an ``executemany``, which
+    MySQLdb sends as multi-row INSERTs and SQLite runs in-process. Values are always
+    parameters."""
     if not rows:
         return 0
     constants = constants or {}
@@ -550,7 +661,7 @@ def _insert_rows(model, field_names: tuple[str, ...], rows: list[tuple], constan
                 [*constants.values(), *(_array_param(column) for column in by_column.values())],
             )
             return cursor.rowcount
-        if connection.vendor == "mysql" and _has_json_table(connection):
+        if as_json and connection.vendor == "mysql" and _has_json_table(connection):
             cursor.execute(
                 _json_insert_sql(connection, model, field_names, constants),
                 [*constants.values(), json.dumps(rows, ensure_ascii=False)],
@@ -567,10 +678,15 @@ def _insert_rows(model, field_names: tuple[str, ...], rows: list[tuple], constan
 
 def _json_insert_sql(connection, model, field_names: tuple[str, ...], constants: dict) -> str:
     """MariaDB/MySQL: an INSERT of rows given as one JSON array parameter, after one
-    parameter per constant, written in the array's order (key order where the caller sorted
-    them: docs/decisions/0011). ``executemany`` escaped every value in Python, one call
-    each: about a third of a 25,000-row move's time; ``json.dumps`` is one call, in C. Each
-    value is read as its column's own type."""
+    parameter per constant, written in the array's order. ``executemany`` escaped every
+    value in Python, one call each: about a third of a 25,000-row move's time;
+    ``json.dumps`` is one call, in C. Each value is read as its column's own type.
+
+    For ``casbin_rule`` only. An ``INSERT ... SELECT`` holds the table's AUTO-INC lock
+    until it ends (``innodb_autoinc_lock_mode`` 1, the default), and an insert into the
+    legacy table can wait for a row lock on its unique key while holding it: another insert
+    of that table would then queue behind a wait, and could close a circle. ``casbin_rule``
+    has no unique key, so its inserts never wait on a row."""
     ops = connection.ops
     table = ops.quote_name(model._meta.db_table)
     columns = ", ".join(ops.quote_name(_column(model, name)) for name in (*field_names, *constants))

@@ -3,15 +3,11 @@
 ``DELETE ... WHERE id IN (...)`` is planned from statistics: with the list a large share of a
 small table MariaDB scans the whole table (EXPLAIN type ALL), and a scanning DELETE locks, or
 waits for, every row it reads, other orgs' rows included. The moves' DELETEs must look up each
-of their rows by its primary key, whatever the table's size and statistics: the small table,
-where the scan is cheapest, is the trap.
+of their rows by a unique key, whatever the table's size and statistics: the small table, where
+the scan is cheapest, is the trap.
 """
 
 from __future__ import annotations
-
-import json
-import random
-import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -84,28 +80,27 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_legacy_delete_looks_up_each_row_by_primary_key_in_key_order(shape):
-    """Each row by its primary key, and the rows in the unique key's order (user, org,
-    course_id, role), whatever order they come in: the unique index's entries are then
-    marked in key order, as moves insert (docs/decisions/0011)."""
+def test_legacy_delete_looks_up_each_row_by_the_unique_key(shape):
     seed_legacy_rows(*SHAPES[shape])
     model = legacy_role_model()
     rows = org_rows("Org0")[:5000]
-    random.Random(11).shuffle(rows)
+    key = stores._unique_key(connection, model)
+    assert key is not None
 
     plan = explain(
-        stores._pk_lookup_delete_sql(connection, model), [stores._pk_param(r.pk for r in rows)]
+        stores._key_order_delete_sql(connection, model, key), [stores._key_order_param(rows)]
     )
-    with CaptureQueriesContext(connection) as queries:
-        deleted = stores.delete_legacy(rows)
 
-    assert_lookups(plan, model._meta.db_table, "PRIMARY")
-    assert deleted == len(rows)
+    [unique] = [
+        name
+        for name, info in connection.introspection.get_constraints(
+            connection.cursor(), model._meta.db_table
+        ).items()
+        if info["unique"] and info["columns"] == ["user_id", "org", "course_id", "role"]
+    ]
+    assert_lookups(plan, model._meta.db_table, unique)
+    assert stores.delete_legacy(rows) == len(rows)
     assert model.objects.filter(pk__in=[row.pk for row in rows]).count() == 0
-    [statement] = queries.captured_queries
-    sent = json.loads(re.search(r"JSON_TABLE\('(\[[0-9, ]*\])'", statement["sql"]).group(1))
-    by_key = sorted(rows, key=lambda row: (row.user_id, row.org, row.course_id, row.role))
-    assert sent == [row.pk for row in by_key] != sorted(sent)
 
 
 @pytest.mark.parametrize("rows, share", [(10, 1), (600, 1), (600, 3), (1600, 8), (30000, 6)])
@@ -147,23 +142,48 @@ def test_a_plain_in_list_delete_scans_a_small_table():
     assert plan[0]["type"] == "ALL", plan
 
 
-def test_a_server_without_json_table_deletes_with_an_in_list_and_inserts_row_values(
-    monkeypatch,
-):
+def test_a_legacy_table_without_the_unique_key_is_deleted_by_primary_key(monkeypatch):
+    seed_legacy_rows(1, 2, 5)
+    model = legacy_role_model()
+    monkeypatch.setitem(stores._UNIQUE_KEYS, (connection.alias, model._meta.db_table), None)
+    rows = org_rows("Org0")
+    assert stores.delete_legacy(rows) == len(rows)
+    assert not model.objects.exists()
+
+
+def test_a_server_without_json_table_deletes_with_an_in_list_and_inserts_row_values(monkeypatch):
     """MariaDB before 10.6 and MySQL before 8.0.4 have no JSON_TABLE: the moves keep working
     there with the statements they used before."""
     seed_legacy_rows(1, 2, 5)
     model = legacy_role_model()
     monkeypatch.setitem(stores._JSON_TABLE, connection.alias, False)
     rows = org_rows("Org0")
+    rules = [("user^ap0", "role^course_staff", "course-v1^course-v1:Org0+C0+R")]
     with CaptureQueriesContext(connection) as ctx:
         assert stores.delete_legacy(rows) == len(rows)
-        keys = [(row.user_id, row.org, row.course_id, row.role) for row in rows]
-        assert stores.insert_legacy(keys) == len(rows)
+        assert stores.insert_casbin(rules) == 1
     [delete, insert] = [q["sql"] for q in ctx.captured_queries]
     assert "JSON_TABLE" not in delete and " IN (" in delete
     assert "JSON_TABLE" not in insert and " VALUES " in insert
-    assert sorted(model.objects.values_list("user_id", "org", "course_id", "role")) == sorted(keys)
+    assert not model.objects.exists()
+    assert stores.existing_casbin(set(rules)) == set(rules)
+
+
+def test_legacy_rows_are_inserted_as_row_values_casbin_rules_as_one_json_document():
+    """An INSERT ... SELECT holds the table's AUTO-INC lock until it ends; an insert into
+    the legacy table may wait for a row lock of its unique key meanwhile, so it stays a
+    multi-row VALUES insert. casbin_rule has no unique key: its rows go as one document."""
+    seed_legacy_rows(1, 2, 5)
+    rows = org_rows("Org0")
+    keys = [(row.user_id, row.org, row.course_id, row.role) for row in rows]
+    rules = [("user^ap0", "role^course_staff", "course-v1^course-v1:Org0+C0+R")]
+    stores.delete_legacy(rows)
+    with CaptureQueriesContext(connection) as ctx:
+        assert stores.insert_legacy(keys) == len(keys)
+        assert stores.insert_casbin(rules) == 1
+    [legacy, casbin] = [q["sql"] for q in ctx.captured_queries]
+    assert " VALUES " in legacy and "JSON_TABLE" not in legacy
+    assert "JSON_TABLE" in casbin
 
 
 def test_the_plain_row_read_starts_from_the_batch_then_finds_each_user():

@@ -31,7 +31,7 @@ state: they are created once per org, by the first move ever made there), issues
         MariaDB forward, 3 statements:
         1  SELECT the plain rows with their targets (a plain read)
         1  INSERT of the targets missing (one JSON document)
-        1  DELETE of the rows by primary key, in the unique key's order
+        1  DELETE of the rows, each looked up by the unique key, in key order
         then
         1  read what is left of the batch (org-wide roles, odd rows: none here), which goes
            through placement in Python
@@ -39,9 +39,8 @@ state: they are created once per org, by the first move ever made there), issues
         1  read a batch of source rows (keyset); forward: with each row's username
         1  rollback only: users' ids by username
         1  target rows already present (on rollback also case clashes)
-        1  INSERT the missing target rows (one JSON document), whose row count confirms
-           them
-        1  DELETE the source rows (by primary key; legacy rows in the unique key's order)
+        1  INSERT the missing target rows (one executemany), whose row count confirms them
+        1  DELETE the source rows (by primary key)
       1  one more read, empty, when the last batch was full (a short batch is known to be last)
       1  RELEASE SAVEPOINT
     record
