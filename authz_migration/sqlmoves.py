@@ -49,9 +49,8 @@ from .stores import (
     casbin_rule_model,
     casbin_scopes_exist,
     delete_legacy,
-    existing_casbin,
+    has_json_table,
     insert_casbin,
-    json_rows_usable,
     max_length,
 )
 
@@ -561,7 +560,7 @@ def usable(forward: bool = True) -> bool:
         return False
     connection = connections[router.db_for_write(casbin_rule_model())]
     if connection.vendor == "mysql":
-        return forward and json_rows_usable(legacy_role_model())
+        return forward and has_json_table(legacy_role_model())
     return connection.vendor in ("postgresql", "sqlite")
 
 
@@ -649,8 +648,8 @@ def rollback(
 
 def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved | None:
     """MariaDB/MySQL: read the plain rows with their targets, write the targets missing in
-    one JSON insert, delete the rows in key order. A row whose target a trigger kept out
-    stays, for placement to report."""
+    one JSON insert, delete the rows in key order. (A trigger there cannot skip a row
+    silently, it fails the statement: every target is written or the move fails.)"""
     with statements.connection.cursor() as cursor:
         cursor.execute(*statements.plain_rows())
         rows = cursor.fetchall()
@@ -659,12 +658,8 @@ def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved
     # One target per key: equal legacy rows may repeat where no unique key says otherwise.
     fresh = list(dict.fromkeys(tuple(row[5:8]) for row in rows if not row[8]))
     created = insert_casbin(fresh)
-    if created != len(fresh):
-        there = existing_casbin(set(fresh))
-        rows = [row for row in rows if row[8] or tuple(row[5:8]) in there]
-        fresh = [target for target in fresh if target in there]
     moved = delete_legacy([LegacyRow(*row[:5]) for row in rows])
-    return Moved(moved, len(fresh), casbin_added=fresh if listed else [])
+    return Moved(moved, created, casbin_added=fresh if listed else [])
 
 
 def _one_statement(connection, statements, listed: bool) -> tuple[int, int, list]:

@@ -297,7 +297,7 @@ def casbin_scopes_exist(prefix: str) -> bool:
     return model.objects.filter(**{f"v2__{_prefix_lookup(model)}": prefix}).exists()
 
 
-def json_rows_usable(model) -> bool:
+def has_json_table(model) -> bool:
     """Whether ``model``'s database is MariaDB 10.6+ or MySQL 8.0.4+, whose ``JSON_TABLE``
     the moves' statements there take their rows and keys from."""
     connection = connections[router.db_for_write(model)]

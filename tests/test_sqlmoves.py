@@ -12,6 +12,7 @@ from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun
 from authz_migration.stores import casbin_rule_model
 from tests.helpers import (
+    SAFETY_NET,
     add_casbin,
     add_casbin_role,
     fill_casbin_since_analyze,
@@ -255,3 +256,80 @@ def test_a_rollback_over_repeated_and_present_targets_ends_as_placement_alone_wo
     [back], (legacy, casbin) = database
     assert (back["counts"]["moved"], back["counts"]["created"]) == (7, 5)
     assert casbin == [] and len(legacy) == len(set(legacy)) == 6
+
+
+def test_sqlites_deletes_read_only_their_batchs_key_range(db):
+    """The batch's range stands outside the DELETE's EXISTS: inside alone, SQLite scanned
+    the whole table for every batch."""
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite query plan")
+    from authz_migration.stores import Selection
+
+    rule = sqlmoves.Rule()
+    statements = [
+        sqlmoves._Forward(Selection(org=ORG), rule, 0, 10).delete(),
+        sqlmoves._Rollback(Selection(org=ORG), rule, 0, 10).delete(False),
+    ]
+    for text, params in statements:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + text, params)
+            outer = cursor.fetchall()[0][3]
+        assert outer.startswith("SEARCH") and "rowid>?" in outer, outer
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.server_db
+def test_a_row_updated_while_its_batch_moves_keeps_its_new_role(monkeypatch):
+    """PostgreSQL's batch deletes the row versions it read (ctid). A row another transaction
+    updates between the read and the DELETE is not deleted with its old values' target: it
+    goes through placement as it now is, and its new role reaches Casbin."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's one statement")
+    import threading
+
+    from django.db import connections, transaction
+
+    from tests.helpers import in_thread, make_users, wait_for
+
+    [alice] = make_users("ctid", 1)
+    model = legacy_role_model()
+    model.objects.bulk_create(
+        [model(user=alice, org=ORG, course_id=c, role="staff") for c in PLAIN]
+    )
+    updated, release = threading.Event(), threading.Event()
+
+    def update_then_hold():
+        with transaction.atomic():
+            model.objects.filter(course_id=PLAIN[0]).update(role="instructor")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                box["pid"] = cursor.fetchone()[0]
+            updated.set()
+            release.wait(SAFETY_NET)
+
+    box: dict = {}
+    updater, updater_box = in_thread(update_then_hold)
+    wait_for(updated, updater, updater_box, "the update")
+    mover, mover_box = in_thread(api.migrate_org, ORG, True, force=True)
+    try:
+        waiting = None
+        while not waiting:  # the server tells when the move's statement waits for the update
+            assert mover.is_alive(), mover_box
+            assert not release.wait(0.02), "no wait seen"
+            with connections["default"].cursor() as cursor:
+                cursor.execute(
+                    "SELECT query FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    [box["pid"]],
+                )
+                waiting = cursor.fetchall()
+        assert waiting[0][0].startswith("WITH src AS MATERIALIZED"), waiting  # the batch
+    finally:
+        release.set()
+        updater.join(SAFETY_NET)
+    mover.join(SAFETY_NET)
+
+    assert "error" not in mover_box, mover_box
+    assert not model.objects.exists()
+    rules = set(casbin_rule_model().objects.values_list("v0", "v1", "v2"))
+    assert ("user^ctid0", "role^course_admin", f"course-v1^{PLAIN[0]}") in rules
+    assert {("user^ctid0", "role^course_staff", f"course-v1^{c}") for c in PLAIN[1:]} <= rules
