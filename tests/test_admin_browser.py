@@ -21,7 +21,13 @@ from django.test import override_settings
 from waffle import get_waffle_flag_model
 
 from authz_migration.models import CourseAccessRole, CourseFlagOverride, MigrationRun
-from tests.browser import ADMIN_STATIC_SETTINGS, chromium_page, screenshot, unavailable
+from tests.browser import (
+    ADMIN_STATIC_SETTINGS,
+    chromium_page,
+    click_and_load,
+    screenshot,
+    unavailable,
+)
 from tests.conftest import FLAG
 
 _missing = unavailable()
@@ -94,18 +100,18 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
 
     with chromium_page(request.node.name) as page:
         log_in(page, live_server.url, "admin")
-        page.locator("#content-main").get_by_role("link", name="Org flag overrides").click()
-        page.locator(".object-tools").get_by_role("link", name="Add org flag override").click()
-        # The add page loaded, its autofocus done: typing before that could land in the
-        # field Django's admin focuses on load (waffle_flag), as it once did.
-        page.wait_for_url("**/add/")
-        page.wait_for_load_state("load")
+        overrides = page.locator("#content-main").get_by_role("link", name="Org flag overrides")
+        click_and_load(page, overrides, "**/admin/authz_migration/orgflagoverride/")
+        add = page.locator(".object-tools").get_by_role("link", name="Add org flag override")
+        # Loaded, its autofocus done: typing before that could land in the field Django's
+        # admin focuses on load (waffle_flag), as it once did.
+        click_and_load(page, add, "**/admin/authz_migration/orgflagoverride/add/")
         assert page.input_value("#id_waffle_flag") == FLAG
         page.fill("#id_org", "OpenedX")
         page.check("input[name=override_choice][value=on]")
         assert page.is_checked("#id_enabled")  # a new override is meant to force something
         page.fill("#id_note", "Pilot: OpenedX authors in Casbin")
-        page.click("input[name=_save]")
+        click_and_load(page, "input[name=_save]", "**/admin/authz_migration/orgflagoverride/")
 
         # A warning, not a success: CS102, pinned off, lost the org-wide role (the split).
         success = page.locator(".messagelist .warning", has_text="Moved")
@@ -123,9 +129,7 @@ def test_a_superuser_forces_an_org_on_and_follows_the_run(live_server, demo_data
 
         link = success.locator("a", has_text="run #")
         run_id = int(link.inner_text().removeprefix("run #"))
-        link.click()
-        page.wait_for_selector("#run-report")
-        assert page.url.endswith(f"/admin/authz_migration/migrationrun/{run_id}/change/")
+        click_and_load(page, link, f"**/admin/authz_migration/migrationrun/{run_id}/change/")
         assert page.inner_text("#content h2") == f"Run #{run_id}: forward of org OpenedX, completed"
         assert "blank for the instance" not in page.inner_text("#content")
         assert page.inner_text("#run-headline") == (
@@ -170,7 +174,7 @@ def test_saving_the_global_flag_warns_about_roles_left_behind(live_server, demo_
         log_in(page, live_server.url, "admin")
         page.goto(f"{live_server.url}/admin/waffle/flag/{flag.pk}/change/")
         page.select_option("#id_everyone", label="Yes")
-        page.click("input[name=_save]")
+        click_and_load(page, "input[name=_save]", "**/admin/waffle/flag/")
 
         warning = page.locator(".messagelist .warning")
         text = warning.inner_text()
@@ -181,8 +185,7 @@ def test_saving_the_global_flag_warns_about_roles_left_behind(live_server, demo_
         screenshot(page, "03-global-flag-saved")
         link = warning.locator("a", has_text="run #")
         run_id = int(link.inner_text().removeprefix("run #"))
-        link.click()
-        page.wait_for_selector("#run-report")
+        click_and_load(page, link, f"**/admin/authz_migration/migrationrun/{run_id}/change/")
         assert "Global flag changed" in page.inner_text("#content")
         assert page.inner_text("#run-headline") == "Skipped: nothing moved for the whole instance."
 
@@ -203,8 +206,8 @@ def test_a_staff_user_without_the_permission_is_refused(live_server, demo_data, 
 
     with chromium_page(request.node.name) as page:
         log_in(page, live_server.url, "clerk")
-        page.locator("#content-main").get_by_role("link", name="Org flag overrides").click()
-        page.wait_for_selector("#changelist")
+        overrides = page.locator("#content-main").get_by_role("link", name="Org flag overrides")
+        click_and_load(page, overrides, "**/admin/authz_migration/orgflagoverride/")
         assert page.locator(".object-tools a.addlink").count() == 0
         assert page.get_by_role("link", name="Add org flag override").count() == 0
         response = page.goto(f"{live_server.url}/admin/authz_migration/orgflagoverride/add/")

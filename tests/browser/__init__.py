@@ -77,6 +77,15 @@ def chromium_page(name: str, width: int = 1280, height: int = 900) -> Iterator:
             browser.close()
 
 
+def click_and_load(page, target, url: str) -> None:
+    """Click ``target`` (a selector or a locator) and wait until the page it leads to, at
+    ``url`` (a glob), has loaded. Reading the next page straight after a click can catch its
+    HTML half parsed: an element already attached, its text not yet there (a CI run once read
+    an empty message this way)."""
+    (page.locator(target) if isinstance(target, str) else target).click()
+    page.wait_for_url(url, wait_until="load")
+
+
 def screenshot(page, name: str) -> Path:
     """Save a screenshot of the whole page under .test-results/screenshots/ and return its
     path. The window is stretched to the page's height first, rather than using Playwright's
