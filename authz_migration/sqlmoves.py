@@ -82,6 +82,8 @@ class Moved:
 # One character class of a course key part, ASCII only: narrower than the ``\w`` of
 # roles.py (which admits any letter), never wider. Other keys go through placement.
 _PART = "[-A-Za-z0-9_.~:]+"
+# Any character that cannot appear in such a key (its parts, or the + between them).
+_OUTSIDE_KEY = "[^-A-Za-z0-9_.~:+]"
 
 
 class _Sql:
@@ -146,17 +148,23 @@ class _Sql:
 
     def course_key(self, expr: str) -> str:
         """``expr`` is ``course-v1:ORG+COURSE+RUN`` with ASCII parts."""
-        pattern = f"^course-v1:{_PART}[+]{_PART}[+]{_PART}$"
         if self.vendor == "postgresql":
-            return f"{expr} ~ {self.p(pattern)}"
+            # MariaDB's pattern below, in parts: two pluses with something before, between
+            # and after; no other character. PostgreSQL's regex engine spends about 1.3
+            # microseconds a row on the anchored pattern (a third of a forward batch's
+            # read); these tests, a tenth of that.
+            return (
+                f"{expr} LIKE {self.p('course-v1:_%+_%+_%')} "
+                f"AND {expr} NOT LIKE {self.p('%+%+%+%')} AND {expr} !~ {self.p(_OUTSIDE_KEY)}"
+            )
         if self.vendor == "mysql":
-            # PCRE's $ also matches before a final newline; \z only at the very end.
-            anchored = pattern.removesuffix("$") + r"\z"
-            return f"{self.exact(expr)} REGEXP {self.p(anchored)}"
+            # PCRE's \z: only at the very end ($ also matches before a final newline).
+            pattern = f"^course-v1:{_PART}[+]{_PART}[+]{_PART}\\z"
+            return f"{self.exact(expr)} REGEXP {self.p(pattern)}"
         # SQLite: GLOB is case-sensitive and native (REGEXP would call into Python per row).
         return (
             f"{expr} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
-            f"AND SUBSTR({expr}, 11) NOT GLOB '*[^-A-Za-z0-9_.~:+]*'"
+            f"AND SUBSTR({expr}, 11) NOT GLOB '*{_OUTSIDE_KEY}*'"
         )
 
     def case(self, expr: str, mapping: dict[str, str]) -> str:

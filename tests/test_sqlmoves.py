@@ -30,6 +30,9 @@ ODD = [
     ("course-v1:OrgA+Café+R", "staff", ORG),  # a letter outside ASCII: placement moves it
     ("course-v1:OrgA+C 1+R", "staff", ORG),  # a space: a malformed key
     ("course-v1:OrgA+C8+R\n", "staff", ORG),  # a final newline (PCRE's $ lets it by)
+    ("course-v1:OrgA++R", "staff", ORG),  # an empty course part
+    ("course-v1:OrgA+C9+", "staff", ORG),  # an empty run
+    ("course-v1:OrgA+C9+R+X", "staff", ORG),  # a part too many
     ("course-v1:OrgA+C7+R", "staff", "orga"),  # the org column names another org
     ("course-v1:orga+C1+R", "staff", "orga"),  # a look-alike org, not OrgA
     ("course-v1:Org_A+C1+R", "beta_testers", "Org_A"),  # LIKE's wildcard, not OrgA
