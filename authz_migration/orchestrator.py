@@ -30,7 +30,7 @@ from .conf import get_setting
 from .models import MigrationRun
 from .roles import org_of
 from .signals import migration_run_finished
-from .stores import Selection, batch_bound, read_casbin, read_legacy
+from .stores import Selection, read_casbin, read_legacy
 
 logger = logging.getLogger(__name__)
 
@@ -434,19 +434,20 @@ def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int
     leaves go through placement as in :func:`_python_batch`: (result, last key, rows,
     targets placement wrote)."""
     legacy = move.direction == FORWARD
-    upper, count = batch_bound(move.selection, legacy, cursor, batch_size, move.until)
-    if upper is None:
-        return None, None, 0, 0
     carry = sqlmoves.forward if legacy else sqlmoves.rollback
-    done = carry(move.selection, rule, cursor, upper, listed, count)
+    done = carry(move.selection, rule, cursor, batch_size, move.until, listed)
     if done is None:  # MariaDB: not every row is plain; one key-order DELETE for all (0011)
         result, last, count = _python_batch(move, decider, cursor, batch_size, False)
         return result, last, count, result.created
+    if done.upper is None:
+        return None, None, 0, 0
     read = read_legacy if legacy else read_casbin
     batch = moves.forward_batch if legacy else moves.rollback_batch
     result, after = moves.BatchResult(), cursor
     while True:  # the rows left; more than one read only where look-alike keys interleave
-        rows, last, read_count = read(move.selection, after, batch_size, upper)
+        rows, last, read_count = [], None, 0
+        if done.moved < done.count:  # (none when the database moved every row it counted)
+            rows, last, read_count = read(move.selection, after, batch_size, done.upper)
         # Called even with no rows (then it issues no query): a batch always passes here.
         result.merge(batch(rows, decider.for_batch(rows, legacy)))
         if last is None or read_count < batch_size:
@@ -454,7 +455,7 @@ def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int
         after = last
     placed = result.created
     result.merge_database(done)
-    return result, upper, count, placed
+    return result, done.upper, done.count, placed
 
 
 def _outcome(move: Move, dry_run: bool, stats: _Stats, decider: _Decider, cursor, finished):

@@ -46,6 +46,8 @@ from .roles import (
 from .stores import (
     LegacyRow,
     Selection,
+    batch_bound,
+    batch_keys,
     casbin_rule_model,
     casbin_scopes_exist,
     delete_legacy,
@@ -71,12 +73,15 @@ class Rule:
 @dataclass
 class Moved:
     """What a batch's statements did: sources deleted, targets written, and (when asked for)
-    the Casbin (v0, v1, v2) rows written or deleted."""
+    the Casbin (v0, v1, v2) rows written or deleted; and the batch itself: its highest
+    primary key (None: no rows were left) and how many source rows it holds."""
 
     moved: int = 0
     created: int = 0
     casbin_added: list = field(default_factory=list)
     casbin_removed: list = field(default_factory=list)
+    upper: int | None = None
+    count: int = 0
 
 
 # One character class of a course key part, ASCII only: narrower than the ``\w`` of
@@ -191,9 +196,13 @@ def _unique_key_declared(model) -> bool:
     return key in together + constraints
 
 
-def _key_range(sql: _Sql, pk: str, after: int | None, upper: int) -> str:
-    """``pk`` in (after, upper]: the batch."""
-    text = f"{pk} <= {sql.p(upper)}"
+# The upper end of a batch that a PostgreSQL statement bounds itself (its ``bound`` CTE).
+BOUND = "(SELECT upper FROM bound)"
+
+
+def _key_range(sql: _Sql, pk: str, after: int | None, upper: int | str) -> str:
+    """``pk`` in (after, upper]: the batch (``upper`` a key or :data:`BOUND`)."""
+    text = f"{pk} <= {upper if upper == BOUND else sql.p(upper)}"
     return text if after is None else f"{text} AND {pk} > {sql.p(after)}"
 
 
@@ -344,21 +353,23 @@ class _Forward:
             sql.params,
         )
 
-    def one_statement(self, listed: bool) -> tuple[str, list]:
-        """PostgreSQL: the whole batch in one statement. ``src`` reads the rows and tests
-        each target once; the INSERT sorts ``src`` before writing its first row, so every
-        test runs before the table grows; the DELETE takes the rows whose target was
-        there or was just written (as the INSERT returns it: a row a trigger skipped
-        stays), by the row versions read (``ctid``: a direct fetch each, where the primary
-        key cost an index lookup; a row updated meanwhile is not deleted, and the pass over
-        the rows left takes it)."""
+    def one_statement(self, listed: bool, keys) -> tuple[str, list]:
+        """PostgreSQL: the whole batch in one statement. ``bound`` finds the batch (its
+        ``keys``, a query of :func:`~authz_migration.stores.batch_keys`), ``src`` reads its
+        plain rows and tests each target once; the INSERT sorts ``src`` before writing its first
+        row, so every test runs before the table grows; the DELETE takes the rows whose
+        target was there or was just written (as the INSERT returns it: a row a trigger
+        skipped stays), by the row versions read (``ctid``: a direct fetch each, where the
+        primary key cost an index lookup; a row updated meanwhile is not deleted, and the
+        pass over the rows left takes it)."""
         sql = _Sql(self.connection)
         casbin = sql.q(self.casbin._meta.db_table)
         legacy = sql.q(self.model._meta.db_table)
         columns = ", ".join(sql.q(self.casbin._meta.get_field(n).column) for n in _CASBIN_FIELDS)
         v = [sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")]
         text = (
-            f"WITH src AS MATERIALIZED (SELECT {self.col(sql, 'pk')} AS id, l.ctid AS tid, "  # noqa: S608 (identifiers only)
+            f"{_bound_cte(sql, keys)}src AS MATERIALIZED (SELECT {self.col(sql, 'pk')} AS id, "  # noqa: S608 (identifiers only)
+            f"l.ctid AS tid, "
             f"{self.subject(sql)} AS s, {self.role(sql)} AS r, {self.scope(sql)} AS o, "
             f"{self.there(sql)} AS there FROM {self.rows_and_users(sql)} "
             f"WHERE {self.where(sql)}), "
@@ -390,14 +401,25 @@ def _fresh_sql(model) -> str:
     )
 
 
+def _bound_cte(sql: _Sql, keys) -> str:
+    """``WITH bound (upper, n)``: the highest of the batch's ``keys`` (a query of
+    :func:`~authz_migration.stores.batch_keys`) and their count, read in the statement's
+    own snapshot (:data:`BOUND`)."""
+    inner, params = keys.query.sql_with_params()
+    sql.params.extend(params)
+    bound = f"SELECT MAX(t.authz_pk), COUNT(*) FROM ({inner}) t"  # noqa: S608 (the ORM's SQL)
+    return f"WITH bound (upper, n) AS MATERIALIZED ({bound}), "
+
+
 def _final_select(counted: str, listed_cte: str, listed: bool) -> str:
-    """The final SELECT of a one-statement batch: the rows of ``listed_cte`` (when
-    ``listed``) and, on every row, the count of ``counted``; a last row of NULLs carries the
-    count when nothing is listed."""
-    count = f"(SELECT COUNT(*) FROM {counted})"  # noqa: S608 (CTE names only)
+    """The final SELECT of a one-statement batch: on every row the batch's highest key, its
+    row count and the count of ``counted``, then the rows of ``listed_cte`` (when
+    ``listed``) or their count; a last row of NULLs carries the numbers when nothing is
+    listed."""
+    numbers = f"(SELECT upper FROM bound), (SELECT n FROM bound), (SELECT COUNT(*) FROM {counted})"  # noqa: S608 (CTE names only)
     if not listed:
-        return f"SELECT {count}, (SELECT COUNT(*) FROM {listed_cte})"  # noqa: S608 (CTE names)
-    return f"SELECT {count}, * FROM {listed_cte} UNION ALL SELECT {count}, NULL, NULL, NULL"  # noqa: S608
+        return f"SELECT {numbers}, (SELECT COUNT(*) FROM {listed_cte})"  # noqa: S608 (CTE names)
+    return f"SELECT {numbers}, * FROM {listed_cte} UNION ALL SELECT {numbers}, NULL, NULL, NULL"  # noqa: S608
 
 
 # --- rollback: Casbin rows to the legacy table ------------------------------------------------
@@ -512,7 +534,7 @@ class _Rollback:
             sql.params,
         )
 
-    def one_statement(self, listed: bool) -> tuple[str, list]:
+    def one_statement(self, listed: bool, keys) -> tuple[str, list]:
         """PostgreSQL: the whole batch in one statement, as :meth:`_Forward.one_statement`."""
         sql = _Sql(self.connection)
         users, pk, _ = _user_columns(sql)
@@ -521,7 +543,8 @@ class _Rollback:
         key = [sql.q(self.model._meta.get_field(n).column) for n in LEGACY_KEY]
         v = [sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")]
         text = (
-            f"WITH src AS MATERIALIZED (SELECT {self.c(sql, 'pk')} AS id, c.ctid AS tid, "  # noqa: S608 (identifiers only)
+            f"{_bound_cte(sql, keys)}src AS MATERIALIZED (SELECT {self.c(sql, 'pk')} AS id, "  # noqa: S608 (identifiers only)
+            f"c.ctid AS tid, "
             f"u.{pk} AS k0, {self.org(sql)} AS k1, {self.course(sql)} AS k2, "
             f"{self.role(sql)} AS k3, {self.present(sql)} AS there FROM {casbin} c JOIN {users} u "
             f"ON {self.user_join(sql)} WHERE {self.where(sql)}), "
@@ -594,22 +617,30 @@ def targets_absent(selection: Selection) -> bool:
 
 
 def forward(
-    selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool, rows: int
+    selection: Selection,
+    rule: Rule,
+    after: int | None,
+    limit: int,
+    until: int | None,
+    listed: bool,
 ) -> Moved | None:
-    """Move the plain legacy rows of (after, upper] to Casbin (one statement on PostgreSQL,
-    two or three on SQLite, three on MariaDB/MySQL). ``rows``: how many source rows the
-    batch holds. On MariaDB/MySQL, None (nothing written) when some of them are not plain:
-    the batch then goes through placement whole, so that its legacy rows are deleted by one
-    statement in one key order (docs/decisions/0011)."""
+    """Move the plain legacy rows among the next ``limit`` source rows of the selection above
+    ``after`` (at most ``until``) to Casbin: one statement on PostgreSQL, which finds the
+    batch too; otherwise the batch's bounds, then two or three statements on SQLite, three
+    on MariaDB/MySQL. On MariaDB/MySQL, None (nothing written) when some of the batch's rows
+    are not plain: the batch then goes through placement whole, so that its legacy rows are
+    deleted by one statement in one key order (docs/decisions/0011)."""
+    if _vendor(legacy=True) == "postgresql":
+        keys = batch_keys(selection, True, after, limit, until)
+        return _one_statement(_Forward(selection, rule, after, BOUND), keys, listed)
+    upper, count = batch_bound(selection, True, after, limit, until)
+    if upper is None:
+        return Moved()
     statements = _Forward(selection, rule, after, upper)
-    connection = statements.connection
-    if connection.vendor == "postgresql":
-        moved, created, rows = _one_statement(connection, statements, listed)
-        return Moved(moved, created, casbin_added=rows)
-    if connection.vendor == "mysql":
-        return _forward_by_rows(statements, listed, rows)
-    done = Moved()
-    with connection.cursor() as cursor:
+    if statements.connection.vendor == "mysql":
+        return _forward_by_rows(statements, listed, count)
+    done = Moved(upper=upper, count=count)
+    with statements.connection.cursor() as cursor:
         skip = []
         if not rule.targets_absent:
             cursor.execute(*statements.present_sources())
@@ -626,15 +657,23 @@ def forward(
 
 
 def rollback(
-    selection: Selection, rule: Rule, after: int | None, upper: int, listed: bool, rows: int
+    selection: Selection,
+    rule: Rule,
+    after: int | None,
+    limit: int,
+    until: int | None,
+    listed: bool,
 ) -> Moved:
-    """Move the plain Casbin rows of (after, upper] to the legacy table (one statement on
-    PostgreSQL, two or three on SQLite; ``rows`` as for :func:`forward`, unused here)."""
+    """Move the plain Casbin rows of the batch (as for :func:`forward`) to the legacy table:
+    one statement on PostgreSQL, the bounds and two or three statements on SQLite."""
+    if _vendor(legacy=False) == "postgresql":
+        keys = batch_keys(selection, False, after, limit, until)
+        return _one_statement(_Rollback(selection, rule, after, BOUND), keys, listed)
+    upper, count = batch_bound(selection, False, after, limit, until)
+    if upper is None:
+        return Moved()
     statements = _Rollback(selection, rule, after, upper)
-    if statements.connection.vendor == "postgresql":
-        created, moved, rows = _one_statement(statements.connection, statements, listed)
-        return Moved(moved, created, casbin_removed=rows)
-    done = Moved()
+    done = Moved(upper=upper, count=count)
     # The legacy table's unique key compares as the target test does (SQLite: exactly), so
     # where it is declared it answers the test in the INSERT itself.
     ignore = _unique_key_declared(statements.model)
@@ -654,6 +693,12 @@ def rollback(
     return done
 
 
+def _vendor(legacy: bool) -> str:
+    """The vendor of the database the batch's source rows live in."""
+    model = legacy_role_model() if legacy else casbin_rule_model()
+    return connections[router.db_for_write(model)].vendor
+
+
 def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved | None:
     """MariaDB/MySQL: read the plain rows with their targets, write the targets missing in
     one JSON insert, delete the rows in key order. (A trigger there cannot skip a row
@@ -667,16 +712,26 @@ def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved
     fresh = list(dict.fromkeys(tuple(row[5:8]) for row in rows if not row[8]))
     created = insert_casbin(fresh)
     moved = delete_legacy([LegacyRow(*row[:5]) for row in rows])
-    return Moved(moved, created, casbin_added=fresh if listed else [])
+    return Moved(
+        moved, created, casbin_added=fresh if listed else [], upper=statements.upper, count=expected
+    )
 
 
-def _one_statement(connection, statements, listed: bool) -> tuple[int, int, list]:
-    """Run a batch's one statement: (first count, second count, rows listed)."""
-    with connection.cursor() as cursor:
-        cursor.execute(*statements.one_statement(listed))
+def _one_statement(statements: _Forward | _Rollback, keys, listed: bool) -> Moved:
+    """PostgreSQL: run a batch's one statement, which finds the batch (its ``keys``, None
+    when the range is empty), moves it and reports both."""
+    if keys is None:
+        return Moved()
+    with statements.connection.cursor() as cursor:
+        cursor.execute(*statements.one_statement(listed, keys))
         result = cursor.fetchall()
-    if not listed:
-        [(first, second)] = result
-        return first, second, []
-    rows = [tuple(row[1:]) for row in result if row[1] is not None]
-    return result[-1][0], len(rows), rows
+    upper, count, first = result[-1][:3]
+    if listed:
+        rows = [tuple(row[3:]) for row in result if row[3] is not None]
+        second = len(rows)
+    else:
+        [(*_, second)] = result
+        rows = []
+    if isinstance(statements, _Forward):  # gone, written
+        return Moved(first, second, casbin_added=rows, upper=upper, count=count)
+    return Moved(second, first, casbin_removed=rows, upper=upper, count=count)  # written, gone

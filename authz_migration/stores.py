@@ -200,18 +200,31 @@ def batch_bound(
     """The highest primary key among the next ``limit`` source rows of the selection above
     ``after`` (and at most ``until``), and how many there are, without reading the rows:
     one query. (None, 0) when there are none."""
-    if _exhausted(after, until):
+    keys = batch_keys(selection, legacy, after, limit, until)
+    if keys is None:
         return None, 0
+    inner, params = keys.query.sql_with_params()
+    with connections[keys.db].cursor() as cursor:
+        cursor.execute(f"SELECT MAX(t.authz_pk), COUNT(*) FROM ({inner}) t", params)  # noqa: S608 (the ORM's SQL)
+        [(upper, count)] = cursor.fetchall()
+    return upper, count
+
+
+def batch_keys(
+    selection: Selection, legacy: bool, after: int | None, limit: int, until: int | None = None
+):
+    """The primary keys (``authz_pk``) of the next ``limit`` source rows of the selection
+    above ``after`` (and at most ``until``), in key order: a query not yet run, for
+    :func:`batch_bound` or a statement that bounds its batch itself. None when the range
+    is empty."""
+    if _exhausted(after, until):
+        return None
     if legacy:
         queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
     else:
         queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
     keys = _keyset(queryset, after, until).order_by("pk").annotate(authz_pk=F("pk"))
-    inner, params = keys.values_list("authz_pk")[:limit].query.sql_with_params()
-    with connections[queryset.db].cursor() as cursor:
-        cursor.execute(f"SELECT MAX(t.authz_pk), COUNT(*) FROM ({inner}) t", params)  # noqa: S608 (the ORM's SQL)
-        [(upper, count)] = cursor.fetchall()
-    return upper, count
+    return keys.values_list("authz_pk")[:limit]
 
 
 def user_ids(names: Iterable[str]) -> dict[str, int]:

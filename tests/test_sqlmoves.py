@@ -195,13 +195,13 @@ def test_the_database_path_reads_each_target_by_index_on_a_table_without_statist
     the table (it would be a scan per row)."""
     if connection.vendor != "postgresql":
         pytest.skip("a PostgreSQL query plan")
-    from authz_migration.stores import Selection
+    from authz_migration.stores import Selection, batch_keys
 
+    selection = Selection(org=ORG)
+    batch = sqlmoves._Forward(selection, sqlmoves.Rule(), 0, sqlmoves.BOUND)
     with connection.cursor() as cursor:
         fill_casbin_since_analyze(cursor, "OrgB")
-        text, params = sqlmoves._Forward(Selection(org=ORG), sqlmoves.Rule(), 0, 10).one_statement(
-            False
-        )
+        text, params = batch.one_statement(False, batch_keys(selection, True, 0, 10))
         cursor.execute("EXPLAIN " + text, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
@@ -325,7 +325,9 @@ def test_a_row_updated_while_its_batch_moves_keeps_its_new_role(monkeypatch):
                     [box["pid"]],
                 )
                 waiting = cursor.fetchall()
-        assert waiting[0][0].startswith("WITH src AS MATERIALIZED"), waiting  # the batch
+        assert waiting[0][0].startswith("WITH bound (upper, n) AS MATERIALIZED"), (
+            waiting
+        )  # the batch
     finally:
         release.set()
         updater.join(SAFETY_NET)
