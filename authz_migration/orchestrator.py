@@ -394,6 +394,7 @@ def _apply(move: Move, options: Options) -> Outcome:
     listed = enforcer.rules_wanted()
     fast = not options.dry_run and sqlmoves.usable(move.direction == FORWARD)
     absent = fast and move.direction == FORWARD and sqlmoves.targets_absent(move.selection)
+    complete = fast and move.direction == FORWARD and sqlmoves.inserts_complete(move.selection)
     cursor, finished = options.after, True
     while True:
         if max_batches is not None and stats.batches >= max_batches:
@@ -404,7 +405,7 @@ def _apply(move: Move, options: Options) -> Outcome:
             result, last, count = _python_batch(move, decider, cursor, batch_size, options.dry_run)
             placed = result.created if result else 0
         else:
-            rule = replace(rule, targets_absent=absent)
+            rule = replace(rule, targets_absent=absent, inserts_complete=complete)
             result, last, count, placed = _database_batch(
                 move, decider, rule, cursor, batch_size, listed
             )

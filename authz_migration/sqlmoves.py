@@ -52,6 +52,7 @@ from .stores import (
     casbin_scopes_exist,
     delete_legacy,
     has_json_table,
+    has_triggers,
     insert_casbin,
     max_length,
 )
@@ -68,6 +69,9 @@ class Rule:
     # Forward: no plain row's target can be in casbin_rule yet (:func:`targets_absent`), so
     # the per-row test of each target is left out.
     targets_absent: bool = False
+    # Forward, SQLite: an INSERT into casbin_rule writes every row it selects or fails
+    # (:func:`inserts_complete`), so the DELETE need not find each target again.
+    inserts_complete: bool = False
 
 
 @dataclass
@@ -117,9 +121,8 @@ class _Sql:
         return f"BINARY {expr}" if self.vendor == "mysql" else expr
 
     def unindexed(self, expr: str) -> str:
-        """``expr`` as an index cannot serve it, its comparisons unchanged. Statistics taken
-        before a move say the org it fills has no rows: PostgreSQL then looks rows up by the
-        org's own index, and each lookup reads every row the move has written so far."""
+        """``expr`` as an index cannot serve it, its comparisons unchanged (each caller says
+        which index it keeps the planner from)."""
         if self.vendor == "postgresql":
             return f'({expr} COLLATE "C")'  # byte-wise equality, as the default's
         return f"+{expr}"  # SQLite's way
@@ -144,15 +147,15 @@ class _Sql:
         return f"{expr} {'NOT IN' if negate else 'IN'} ({marks})"
 
     def starts(self, expr: str, prefix: str) -> str:
-        """``expr`` starts with ``prefix``: a LIKE the index can serve, then (SQLite's LIKE
-        ignores case, MariaDB's follows the collation) the exact test. PostgreSQL's LIKE is
-        itself exact; a second test there would also cost the planner its estimate (a
-        function's equality counts as 1 row in 200), and with it the batch's join plan."""
+        """``expr`` starts with ``prefix``: a LIKE, then (SQLite's LIKE ignores case,
+        MariaDB's follows the collation) the exact test. PostgreSQL's LIKE is itself exact;
+        a second test there would also cost the planner its estimate (a function's equality
+        counts as 1 row in 200), and with it the batch's join plan."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        if self.vendor == "postgresql":
+            return f"{expr} LIKE {self.p(escaped + '%')}"
         escape = " ESCAPE '\\'" if self.vendor == "sqlite" else ""
         like = f"{expr} LIKE {self.p(escaped + '%')}{escape}"
-        if self.vendor == "postgresql":
-            return like
         return f"{like} AND {self.exact(f'SUBSTR({expr}, 1, {len(prefix)})')} = {self.p(prefix)}"
 
     def course_key(self, expr: str) -> str:
@@ -171,8 +174,10 @@ class _Sql:
             pattern = f"^course-v1:{_PART}[+]{_PART}[+]{_PART}\\z"
             return f"{self.exact(expr)} REGEXP {self.p(pattern)}"
         # SQLite: GLOB is case-sensitive and native (REGEXP would call into Python per row).
+        # Its fixed start is not to lead SQLite to the column's index: it then read the
+        # whole org by it for each batch, to keep the batch's key range.
         return (
-            f"{expr} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
+            f"{self.unindexed(expr)} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
             f"AND SUBSTR({expr}, 11) NOT GLOB '*{_OUTSIDE_KEY}*'"
         )
 
@@ -332,18 +337,18 @@ class _Forward:
             text += f" RETURNING {', '.join(columns.split(', ')[1:4])}"
         return text, sql.params
 
-    def delete(self) -> tuple[str, list]:
-        """DELETE the rows whose target is now present (SQLite). The batch's range stands
-        outside the EXISTS too: inside alone, SQLite scans the whole table for it."""
+    def delete(self, confirm: bool = True) -> tuple[str, list]:
+        """DELETE the rows whose target is now present (SQLite); with ``confirm`` False, the
+        plain rows, every target known written (:attr:`Rule.inserts_complete`). The batch's
+        range stands outside the EXISTS too: inside alone, SQLite scans the whole table."""
         sql = _Sql(self.connection)
         users, pk, _ = _user_columns(sql)
-        return (
+        text = (
             f"DELETE FROM {sql.q(self.model._meta.db_table)} AS l WHERE "  # noqa: S608 (identifiers only)
             f"{_key_range(sql, self.col(sql, 'pk'), self.after, self.upper)} AND EXISTS (SELECT 1 "
-            f"FROM {users} u WHERE u.{pk} = {self.col(sql, 'user')} AND {self.where(sql)} "
-            f"AND {self.present(sql)})",
-            sql.params,
+            f"FROM {users} u WHERE u.{pk} = {self.col(sql, 'user')} AND {self.where(sql)}"
         )
+        return text + (f" AND {self.present(sql)})" if confirm else ")"), sql.params
 
     def plain_rows(self) -> tuple[str, list]:
         """MariaDB/MySQL: SELECT the plain rows (a plain read, which locks nothing), each
@@ -501,7 +506,9 @@ class _Rollback:
 
     def present(self, sql: _Sql) -> str:
         """EXISTS: the row's target is in the legacy table (the user's rows are looked up by
-        its index; the org is compared, never looked up: see :meth:`_Sql.unindexed`)."""
+        its index; the org is compared, never looked up: statistics taken before a move say
+        the org it fills has no rows, and PostgreSQL would then look rows up by the org's
+        own index, each lookup reading every row the move has written so far)."""
         text = (
             f"EXISTS (SELECT 1 FROM {sql.q(self.model._meta.db_table)} l "  # noqa: S608 (identifiers only)
             f"WHERE {self.lcol(sql, 'user')} = u.{_user_columns(sql)[1]} "
@@ -629,6 +636,22 @@ def targets_absent(selection: Selection) -> bool:
     return not casbin_scopes_exist(prefix)
 
 
+def inserts_complete(selection: Selection) -> bool:
+    """SQLite: whether a forward move over ``selection`` may delete its plain rows without
+    finding each target again after the INSERT wrote them: no trigger is defined on
+    ``casbin_rule`` (only a trigger's ``RAISE(IGNORE)`` skips a row without failing the
+    statement), checked once at the move's start; the move holds SQLite's one write lock
+    throughout, so none can appear meanwhile. For an org or the whole instance, as
+    :func:`targets_absent`. Elsewhere False: PostgreSQL's statement checks the INSERT's row
+    count itself (:func:`_confirmed`); MariaDB's moves write through the Python path's
+    statements, whose row count proves them."""
+    if selection.org is None and not selection.everything:
+        return False
+    if _vendor(legacy=True) != "sqlite":
+        return False
+    return not has_triggers(casbin_rule_model())
+
+
 def forward(
     selection: Selection,
     rule: Rule,
@@ -664,7 +687,7 @@ def forward(
             done.created = len(done.casbin_added)
         else:
             done.created = cursor.rowcount
-        cursor.execute(*statements.delete())
+        cursor.execute(*statements.delete(confirm=not rule.inserts_complete))
         done.moved = cursor.rowcount
     return done
 

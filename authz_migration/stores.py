@@ -310,6 +310,17 @@ def casbin_scopes_exist(prefix: str) -> bool:
     return model.objects.filter(**{f"v2__{_prefix_lookup(model)}": prefix}).exists()
 
 
+def has_triggers(model) -> bool:
+    """SQLite: whether any trigger is defined on ``model``'s table (one query)."""
+    connection = connections[router.db_for_write(model)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s LIMIT 1",
+            [model._meta.db_table],
+        )
+        return cursor.fetchone() is not None
+
+
 def has_json_table(model) -> bool:
     """Whether ``model``'s database is MariaDB 10.6+ or MySQL 8.0.4+, whose ``JSON_TABLE``
     the moves' statements there take their rows and keys from."""

@@ -17,6 +17,8 @@ from tests.helpers import (
     add_casbin_role,
     fill_casbin_since_analyze,
     legacy_rows_by_username,
+    make_users,
+    seed_legacy,
 )
 
 ORG = "OrgA"
@@ -278,6 +280,25 @@ def test_sqlites_deletes_read_only_their_batchs_key_range(db):
             cursor.execute("EXPLAIN QUERY PLAN " + text, params)
             outer = cursor.fetchall()[0][3]
         assert outer.startswith("SEARCH") and "rowid>?" in outer, outer
+
+
+def test_sqlites_forward_statements_read_by_the_batchs_key_range(db):
+    """The key test's GLOB has a fixed start the course_id index can serve; through that
+    index SQLite read the whole org for every batch, to keep the batch's key range."""
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite query plan")
+    from authz_migration.stores import Selection
+
+    users = make_users("u", 5)
+    for org in (ORG, "OrgB"):
+        seed_legacy(org, 200, users)
+    batch = sqlmoves._Forward(Selection(org=ORG), sqlmoves.Rule(), 0, 10)
+    for text, params in (batch.insert(False, []), batch.present_sources()):
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # statistics, as a live database has them
+            cursor.execute("EXPLAIN QUERY PLAN " + text, params)
+            outer = cursor.fetchall()[0][3]
+        assert "rowid>?" in outer and "course_id" not in outer, outer
 
 
 @pytest.mark.django_db(transaction=True)
