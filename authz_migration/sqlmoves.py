@@ -666,16 +666,14 @@ def forward(
     on MariaDB/MySQL. On MariaDB/MySQL, None (nothing written) when some of the batch's rows
     are not plain: the batch then goes through placement whole, so that its legacy rows are
     deleted by one statement in one key order (docs/decisions/0011)."""
+    span = (after, limit, until)
     if _vendor(legacy=True) == "postgresql":
-        keys = batch_keys(selection, True, after, limit, until)
-        return _one_statement(_Forward(selection, rule, after, BOUND), keys, listed)
-    upper, count = batch_bound(selection, True, after, limit, until)
-    if upper is None:
-        return Moved()
-    statements = _Forward(selection, rule, after, upper)
+        return _one_statement(_Forward, selection, rule, span, listed)
+    statements, done = _bounded(_Forward, selection, rule, span)
+    if statements is None:
+        return done
     if statements.connection.vendor == "mysql":
-        return _forward_by_rows(statements, listed, count)
-    done = Moved(upper=upper, count=count)
+        return _forward_by_rows(statements, listed, done.count)
     with statements.connection.cursor() as cursor:
         skip = []
         if not rule.targets_absent:
@@ -702,14 +700,12 @@ def rollback(
 ) -> Moved:
     """Move the plain Casbin rows of the batch (as for :func:`forward`) to the legacy table:
     one statement on PostgreSQL, the bounds and two or three statements on SQLite."""
+    span = (after, limit, until)
     if _vendor(legacy=False) == "postgresql":
-        keys = batch_keys(selection, False, after, limit, until)
-        return _one_statement(_Rollback(selection, rule, after, BOUND), keys, listed)
-    upper, count = batch_bound(selection, False, after, limit, until)
-    if upper is None:
-        return Moved()
-    statements = _Rollback(selection, rule, after, upper)
-    done = Moved(upper=upper, count=count)
+        return _one_statement(_Rollback, selection, rule, span, listed)
+    statements, done = _bounded(_Rollback, selection, rule, span)
+    if statements is None:
+        return done
     # The legacy table's unique key compares as the target test does (SQLite: exactly), so
     # where it is declared it answers the test in the INSERT itself.
     ignore = _unique_key_declared(statements.model)
@@ -727,6 +723,16 @@ def rollback(
         else:
             done.moved = cursor.rowcount
     return done
+
+
+def _bounded(kind, selection: Selection, rule: Rule, span: tuple) -> tuple:
+    """SQLite, MariaDB/MySQL: the batch's bounds (one query) and its statements (``kind``:
+    :class:`_Forward` or :class:`_Rollback`; ``span``: after, limit, until), with the
+    :class:`Moved` to fill; no statements when the range holds no rows."""
+    upper, count = batch_bound(selection, kind is _Forward, *span)
+    if upper is None:
+        return None, Moved()
+    return kind(selection, rule, span[0], upper), Moved(upper=upper, count=count)
 
 
 def _vendor(legacy: bool) -> str:
@@ -753,11 +759,13 @@ def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved
     )
 
 
-def _one_statement(statements: _Forward | _Rollback, keys, listed: bool) -> Moved:
-    """PostgreSQL: run a batch's one statement, which finds the batch (its ``keys``, None
-    when the range is empty), moves it and reports both."""
+def _one_statement(kind, selection: Selection, rule: Rule, span: tuple, listed: bool) -> Moved:
+    """PostgreSQL: run a batch's one statement (``kind`` and ``span`` as for
+    :func:`_bounded`), which finds the batch, moves it and reports both."""
+    keys = batch_keys(selection, kind is _Forward, *span)
     if keys is None:
         return Moved()
+    statements = kind(selection, rule, span[0], BOUND)
     with statements.connection.cursor() as cursor:
         cursor.execute(*statements.one_statement(listed, keys))
         result = cursor.fetchall()
