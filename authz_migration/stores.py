@@ -311,12 +311,15 @@ def casbin_scopes_exist(prefix: str) -> bool:
 
 
 def has_triggers(model) -> bool:
-    """SQLite: whether any trigger is defined on ``model``'s table (one query)."""
+    """SQLite: whether any trigger is defined on ``model``'s table, a temporary one included
+    (one query; names compared as SQLite compares them, ignoring case)."""
     connection = connections[router.db_for_write(model)]
+    found = "type = 'trigger' AND tbl_name = %s COLLATE NOCASE"
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s LIMIT 1",
-            [model._meta.db_table],
+            f"SELECT 1 FROM sqlite_master WHERE {found} "  # noqa: S608 (the code's own text)
+            f"UNION ALL SELECT 1 FROM sqlite_temp_master WHERE {found}",
+            [model._meta.db_table] * 2,
         )
         return cursor.fetchone() is not None
 
