@@ -4,14 +4,16 @@ Most rows of a move are plain: a course role of the role map, in a well-formed A
 key of the org its row names, held by a user who exists, in a course whose flag simply
 follows the scope's (no override of its own). For those the answer of
 :mod:`~authz_migration.placement` is known without looking at the row in Python, so the
-database moves them and no row leaves it: on PostgreSQL one statement per batch (read the
-rows and test each target once, write the missing targets, delete the rows whose target was
-there or was written); on SQLite at most three (the rows whose target is there, the INSERT
-of the others' targets, the DELETE of the rows whose target now exists); on MariaDB/MySQL,
-forward only, three (the plain rows read with their targets, the JSON insert of the missing
-targets, the key-order DELETE of docs/decisions/0011). A forward move into a scope with no
-Casbin rule yet leaves out the per-row test (:func:`targets_absent`); a SQLite rollback lets
-the legacy table's unique key pass over the targets present.
+database moves them and no row leaves it: on PostgreSQL one statement per batch (find the
+batch, read its rows and test each target once, write the missing targets, delete the rows
+whose target was there or was written); elsewhere the batch's bounds first, then on SQLite
+at most three (the rows whose target is there, the INSERT of the others' targets, the DELETE
+of the rows whose target now exists); on MariaDB/MySQL, forward only, three (the plain rows
+read with their targets, the JSON insert of the missing targets, the key-order DELETE of
+docs/decisions/0011). A forward move into a scope with no Casbin rule yet leaves out the
+per-row test (:func:`targets_absent`), a SQLite forward move on a ``casbin_rule`` without
+triggers the DELETE's (:func:`inserts_complete`); a SQLite rollback lets the legacy table's
+unique key pass over the targets present.
 
 The predicate here is deliberately narrower than placement's rule: every row it takes is one
 placement would move, to the same target. Whatever it leaves (org-wide roles, unmapped roles,
