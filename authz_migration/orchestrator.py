@@ -436,7 +436,7 @@ def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int
     targets placement wrote)."""
     legacy = move.direction == FORWARD
     carry = sqlmoves.forward if legacy else sqlmoves.rollback
-    done = carry(move.selection, rule, cursor, batch_size, move.until, listed)
+    done = carry(move.selection, rule, sqlmoves.Span(cursor, batch_size, move.until), listed)
     if done is None:  # MariaDB: not every row is plain; one key-order DELETE for all (0011)
         result, last, count = _python_batch(move, decider, cursor, batch_size, False)
         return result, last, count, result.created

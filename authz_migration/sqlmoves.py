@@ -27,6 +27,7 @@ Python path (:func:`usable`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
@@ -74,6 +75,15 @@ class Rule:
     # Forward, SQLite: an INSERT into casbin_rule writes every row it selects or fails
     # (:func:`inserts_complete`), so the DELETE need not find each target again.
     inserts_complete: bool = False
+
+
+class Span(NamedTuple):
+    """Which batch to move: the next ``limit`` source rows of the selection above ``after``
+    (and at most ``until``), in key order."""
+
+    after: int | None
+    limit: int
+    until: int | None
 
 
 @dataclass
@@ -654,21 +664,13 @@ def inserts_complete(selection: Selection) -> bool:
     return not has_triggers(casbin_rule_model())
 
 
-def forward(
-    selection: Selection,
-    rule: Rule,
-    after: int | None,
-    limit: int,
-    until: int | None,
-    listed: bool,
-) -> Moved | None:
-    """Move the plain legacy rows among the next ``limit`` source rows of the selection above
-    ``after`` (at most ``until``) to Casbin: one statement on PostgreSQL, which finds the
-    batch too; otherwise the batch's bounds, then two or three statements on SQLite, three
-    on MariaDB/MySQL. On MariaDB/MySQL, None (nothing written) when some of the batch's rows
-    are not plain: the batch then goes through placement whole, so that its legacy rows are
-    deleted by one statement in one key order (docs/decisions/0011)."""
-    span = (after, limit, until)
+def forward(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved | None:
+    """Move the plain legacy rows of the batch ``span`` names to Casbin: one statement on
+    PostgreSQL, which finds the batch too; otherwise the batch's bounds, then two or three
+    statements on SQLite, three on MariaDB/MySQL. On MariaDB/MySQL, None (nothing written)
+    when some of the batch's rows are not plain: the batch then goes through placement
+    whole, so that its legacy rows are deleted by one statement in one key order
+    (docs/decisions/0011)."""
     if _vendor(legacy=True) == "postgresql":
         return _one_statement(_Forward, selection, rule, span, listed)
     statements, done = _bounded(_Forward, selection, rule, span)
@@ -692,17 +694,9 @@ def forward(
     return done
 
 
-def rollback(
-    selection: Selection,
-    rule: Rule,
-    after: int | None,
-    limit: int,
-    until: int | None,
-    listed: bool,
-) -> Moved:
+def rollback(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved:
     """Move the plain Casbin rows of the batch (as for :func:`forward`) to the legacy table:
     one statement on PostgreSQL, the bounds and two or three statements on SQLite."""
-    span = (after, limit, until)
     if _vendor(legacy=False) == "postgresql":
         return _one_statement(_Rollback, selection, rule, span, listed)
     statements, done = _bounded(_Rollback, selection, rule, span)
@@ -727,14 +721,14 @@ def rollback(
     return done
 
 
-def _bounded(kind, selection: Selection, rule: Rule, span: tuple) -> tuple:
+def _bounded(kind, selection: Selection, rule: Rule, span: Span) -> tuple:
     """SQLite, MariaDB/MySQL: the batch's bounds (one query) and its statements (``kind``:
-    :class:`_Forward` or :class:`_Rollback`; ``span``: after, limit, until), with the
+    :class:`_Forward` or :class:`_Rollback`), with the
     :class:`Moved` to fill; no statements when the range holds no rows."""
     upper, count = batch_bound(selection, kind is _Forward, *span)
     if upper is None:
         return None, Moved()
-    return kind(selection, rule, span[0], upper), Moved(upper=upper, count=count)
+    return kind(selection, rule, span.after, upper), Moved(upper=upper, count=count)
 
 
 def _vendor(legacy: bool) -> str:
@@ -761,13 +755,13 @@ def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved
     )
 
 
-def _one_statement(kind, selection: Selection, rule: Rule, span: tuple, listed: bool) -> Moved:
+def _one_statement(kind, selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved:
     """PostgreSQL: run a batch's one statement (``kind`` and ``span`` as for
     :func:`_bounded`), which finds the batch, moves it and reports both."""
     keys = batch_keys(selection, kind is _Forward, *span)
     if keys is None:
         return Moved()
-    statements = kind(selection, rule, span[0], BOUND)
+    statements = kind(selection, rule, span.after, BOUND)
     with statements.connection.cursor() as cursor:
         cursor.execute(*statements.one_statement(listed, keys))
         result = cursor.fetchall()

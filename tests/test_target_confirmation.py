@@ -70,3 +70,32 @@ def test_unwritten_target_keeps_its_source(make_user, grant, skipping_trigger):
     remaining = legacy_role_model().objects.values_list("user__username", "role")
     assert list(remaining) == [("skipme", "staff")]
     assert list(casbin_rule_model().objects.values_list("v0", flat=True)) == ["user^alice"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("with_trigger", [False, True])
+def test_sqlites_delete_finds_each_target_again_only_under_a_trigger(
+    make_user, grant, with_trigger
+):
+    """Without a trigger on casbin_rule an INSERT writes every row it selects or fails, so
+    the DELETE of a SQLite forward batch leaves out the per-row target test; a trigger (any
+    trigger: it could skip rows) brings the test back."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's forward DELETE")
+    from django.test.utils import CaptureQueriesContext
+
+    grant(make_user("alice"), "course-v1:OrgA+C1+R", "instructor")
+    if with_trigger:  # one that skips nothing: its presence alone counts
+        with connection.cursor() as cursor:
+            cursor.execute(TEMPORARY.replace("user^skipme", "user^nobody"))
+    try:
+        with CaptureQueriesContext(connection) as ctx:
+            outcome = api.migrate_org("OrgA", True, force=True)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(DROP["sqlite"][0])
+    assert outcome.moved == 1
+    table = connection.ops.quote_name(legacy_role_model()._meta.db_table)
+    queries = [q["sql"] for q in ctx.captured_queries]
+    [delete] = [sql for sql in queries if sql.startswith(f"DELETE FROM {table}")]
+    assert ("casbin_rule" in delete) is with_trigger, delete
