@@ -392,7 +392,7 @@ def _apply(move: Move, options: Options) -> Outcome:
     stats = _Stats(get_setting("METADATA_LIST_LIMIT"))
     decider = _Decider(move)
     listed = enforcer.rules_wanted()
-    fast = not options.dry_run and sqlmoves.usable(move.direction == FORWARD)
+    fast = not options.dry_run and sqlmoves.usable()
     absent = fast and move.direction == FORWARD and sqlmoves.targets_absent(move.selection)
     complete = fast and move.direction == FORWARD and sqlmoves.inserts_complete(move.selection)
     cursor, finished = options.after, True
@@ -437,7 +437,7 @@ def _database_batch(move: Move, decider: _Decider, rule, cursor, batch_size: int
     legacy = move.direction == FORWARD
     carry = sqlmoves.forward if legacy else sqlmoves.rollback
     done = carry(move.selection, rule, sqlmoves.Span(cursor, batch_size, move.until), listed)
-    if done is None:  # MariaDB: not every row is plain; one key-order DELETE for all (0011)
+    if done is None:  # MariaDB: not every row is plain; one write in key order for all (0011)
         result, last, count = _python_batch(move, decider, cursor, batch_size, False)
         return result, last, count, result.created
     if done.upper is None:

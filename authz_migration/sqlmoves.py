@@ -8,20 +8,20 @@ database moves them and no row leaves it: on PostgreSQL one statement per batch 
 batch, read its rows and test each target once, write the missing targets, delete the rows
 whose target was there or was written); elsewhere the batch's bounds first, then on SQLite
 at most three (the rows whose target is there, the INSERT of the others' targets, the DELETE
-of the rows whose target now exists); on MariaDB/MySQL, forward only, three (the plain rows
-read with their targets, the JSON insert of the missing targets, the key-order DELETE of
-docs/decisions/0011). A forward move into a scope with no Casbin rule yet leaves out the
-per-row test (:func:`targets_absent`), a SQLite forward move on a ``casbin_rule`` without
-triggers the DELETE's (:func:`inserts_complete`); a SQLite rollback lets the legacy table's
-unique key pass over the targets present.
+of the rows whose target now exists); on MariaDB/MySQL three, as the Python path writes
+(the plain rows read with their targets, the insert of the missing targets, the DELETE:
+forward, a JSON insert and the key-order DELETE of docs/decisions/0011; back, an insert in
+key order and a DELETE by primary key). A forward move into a scope with no Casbin rule
+yet leaves out the per-row test (:func:`targets_absent`), a SQLite forward move on a
+``casbin_rule`` without triggers the DELETE's (:func:`inserts_complete`); a SQLite rollback
+lets the legacy table's unique key pass over the targets present.
 
 The predicate here is deliberately narrower than placement's rule: every row it takes is one
 placement would move, to the same target. Whatever it leaves (org-wide roles, unmapped roles,
 odd keys, missing users, overridden courses) stays in the source store and goes through
 placement in Python, as every row did before, which classifies, reports and moves it. So the
 rule of where a row belongs is still written once; this module only spares Python the rows
-whose answer is certain. MariaDB/MySQL rollbacks and hosts with openedx-authz keep the
-Python path (:func:`usable`).
+whose answer is certain. Hosts with openedx-authz keep the Python path (:func:`usable`).
 """
 
 from __future__ import annotations
@@ -53,10 +53,12 @@ from .stores import (
     batch_keys,
     casbin_rule_model,
     casbin_scopes_exist,
+    delete_casbin,
     delete_legacy,
     has_json_table,
     has_triggers,
     insert_casbin,
+    insert_legacy,
     max_length,
 )
 
@@ -491,6 +493,8 @@ class _Rollback:
         _, _, name = _user_columns(sql)
         username = f"SUBSTR({self.c(sql, 'v0')}, {len(SUBJECT_NAMESPACE) + 1})"
         join = f"u.{name} = {username}"
+        if sql.vendor == "mysql":  # the index by the column's collation, then exactly
+            join += f" AND {sql.exact(f'u.{name}')} = {username}"
         return join
 
     def where(self, sql: _Sql) -> str:
@@ -499,13 +503,15 @@ class _Rollback:
         if self.selection.org is not None:
             parts.append(sql.starts(v2, course_scope_key(course_key_prefix(self.selection.org))))
         elif self.selection.courses:
-            parts.append(sql.member(v2, [course_scope_key(c) for c in self.selection.courses]))
+            scopes = [course_scope_key(c) for c in self.selection.courses]
+            parts.append(sql.member(sql.exact(v2), scopes))
         else:
             parts.append(sql.starts(v2, SCOPE_NAMESPACE))
         parts.append(sql.course_key(self.course(sql)))
-        parts.append(f"{self.c(sql, 'ptype')} = {sql.p(ROLE_PTYPE)}")
-        parts.extend(f"{self.c(sql, n)} = ''" for n in ("v3", "v4", "v5"))
-        parts.append(sql.member(self.c(sql, "v1"), list(self.roles)))
+        # Exactly, as placement reads them (under MariaDB's PAD SPACE, ' ' = '').
+        parts.append(f"{sql.exact(self.c(sql, 'ptype'))} = {sql.p(ROLE_PTYPE)}")
+        parts.extend(f"{sql.exact(self.c(sql, n))} = ''" for n in ("v3", "v4", "v5"))
+        parts.append(sql.member(sql.exact(self.c(sql, "v1")), list(self.roles)))
         parts.append(sql.starts(self.c(sql, "v0"), SUBJECT_NAMESPACE))
         parts.append(sql.member(self.course(sql), self.rule.skip_courses, negate=True))
         skipped = [course_key_prefix(o)[:-1] for o in self.rule.skip_orgs]
@@ -529,6 +535,38 @@ class _Rollback:
             f"AND {self.lcol(sql, 'role')} = {self.role(sql)}"
         )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
+
+    def standing(self, sql: _Sql) -> str:
+        """MariaDB/MySQL: where the row's target stands in the legacy table: NULL absent, 1
+        there exactly, 0 there only as a look-alike, equal in the unique key's collation
+        (which would refuse the insert, and which placement reports). Looked up by the
+        whole unique key."""
+        legacy = sql.q(self.model._meta.db_table)
+        pairs = (("org", self.org), ("course_id", self.course), ("role", self.role))
+        exactly = " AND ".join(
+            f"{sql.exact(self.lcol(sql, n))} = {value(sql)}" for n, value in pairs
+        )
+        return (
+            f"(SELECT MAX({exactly}) FROM {legacy} l "  # noqa: S608 (identifiers only)
+            f"WHERE {self.lcol(sql, 'user')} = u.{_user_columns(sql)[1]} AND "
+            + " AND ".join(f"{self.lcol(sql, n)} = {value(sql)}" for n, value in pairs)
+            + ")"
+        )
+
+    def plain_rows(self) -> tuple[str, list]:
+        """MariaDB/MySQL: SELECT the plain rows (a plain read, which locks nothing), each
+        with its key and subject, role and scope, its target and :meth:`standing`: the
+        INSERT in key order and the DELETE by primary key then go as the Python path's do
+        (docs/decisions/0011)."""
+        sql = _Sql(self.connection)
+        users, pk, _ = _user_columns(sql)
+        key = ", ".join(self.c(sql, n) for n in ("pk", "v0", "v1", "v2"))
+        return (
+            f"SELECT {key}, u.{pk}, {self.org(sql)}, {self.course(sql)}, {self.role(sql)}, "  # noqa: S608 (identifiers only)
+            f"{self.standing(sql)} FROM {sql.q(self.casbin._meta.db_table)} c "
+            f"STRAIGHT_JOIN {users} u ON {self.user_join(sql)} WHERE {self.where(sql)}",
+            sql.params,
+        )
 
     def present_sources(self) -> tuple[str, list]:
         """SELECT the primary keys of the rows whose target is there as the legacy table's
@@ -608,22 +646,21 @@ class _Rollback:
 # --- entry points ------------------------------------------------------------------------------
 
 
-def usable(forward: bool = True) -> bool:
-    """Whether the database may move rows here: PostgreSQL and SQLite both ways, MariaDB
-    and MySQL forward (with ``JSON_TABLE``); never beside openedx-authz (its side rows are
-    written per rule by :mod:`~authz_migration.peer`).
+def usable() -> bool:
+    """Whether the database may move rows here: PostgreSQL and SQLite, and MariaDB and MySQL
+    with ``JSON_TABLE``; never beside openedx-authz (its side rows are written per rule by
+    :mod:`~authz_migration.peer`).
 
     MariaDB/MySQL moves its plain rows with the Python path's own statements (a plain read,
-    a JSON insert, the key-order DELETE of docs/decisions/0011): a statement that read the
-    batch's key range in order to delete from it would be a locking read under InnoDB,
-    waiting for rows of other orgs that a concurrent move holds. Its rollback keeps the
-    Python path: the legacy table's ``_ci`` unique key decides there which targets clash,
-    as placement reports them (docs/decisions/0014)."""
+    a JSON insert or an INSERT in key order, the key-order DELETE or the DELETE by primary
+    key of docs/decisions/0011): a statement that read the batch's key range in order to
+    write would be a locking read under InnoDB, waiting for rows of other orgs that a
+    concurrent move holds (docs/decisions/0014)."""
     if peer.installed():
         return False
     connection = connections[router.db_for_write(casbin_rule_model())]
     if connection.vendor == "mysql":
-        return forward and has_json_table(legacy_role_model())
+        return has_json_table(legacy_role_model())
     return connection.vendor in ("postgresql", "sqlite")
 
 
@@ -694,14 +731,18 @@ def forward(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved
     return done
 
 
-def rollback(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved:
+def rollback(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved | None:
     """Move the plain Casbin rows of the batch (as for :func:`forward`) to the legacy table:
-    one statement on PostgreSQL, the bounds and two or three statements on SQLite."""
+    one statement on PostgreSQL, the bounds and two or three statements on SQLite, three on
+    MariaDB/MySQL (None there as for :func:`forward`, also when a target has a look-alike:
+    :func:`_rollback_by_rows`)."""
     if _vendor(legacy=False) == "postgresql":
         return _one_statement(_Rollback, selection, rule, span, listed)
     statements, done = _bounded(_Rollback, selection, rule, span)
     if statements is None:
         return done
+    if statements.connection.vendor == "mysql":
+        return _rollback_by_rows(statements, listed, done.count)
     # The legacy table's unique key compares as the target test does (SQLite: exactly), so
     # where it is declared it answers the test in the INSERT itself.
     ignore = _unique_key_declared(statements.model)
@@ -753,6 +794,26 @@ def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved
     return Moved(
         moved, created, casbin_added=fresh if listed else [], upper=statements.upper, count=expected
     )
+
+
+def _rollback_by_rows(statements: _Rollback, listed: bool, expected: int) -> Moved | None:
+    """MariaDB/MySQL: read the plain rows with their targets, write the targets missing in
+    one INSERT in key order, delete the rows by primary key. None (nothing written) when
+    some of the batch's rows are not plain, or a target has a look-alike in the legacy
+    table: the batch then goes through placement whole, which reports the look-alikes, so
+    that its legacy rows are written by one statement in one key order
+    (docs/decisions/0011)."""
+    with statements.connection.cursor() as cursor:
+        cursor.execute(*statements.plain_rows())
+        rows = cursor.fetchall()
+    if len(rows) != expected or any(row[8] == 0 for row in rows):
+        return None
+    # One target per key: equal Casbin rows may repeat (casbin_rule has no unique key).
+    fresh = sorted(dict.fromkeys(tuple(row[4:8]) for row in rows if row[8] is None))
+    created = insert_legacy(fresh)
+    moved = delete_casbin([row[0] for row in rows])
+    removed = [tuple(row[1:4]) for row in rows] if listed else []
+    return Moved(moved, created, casbin_removed=removed, upper=statements.upper, count=expected)
 
 
 def _one_statement(kind, selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved:

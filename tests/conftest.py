@@ -46,7 +46,7 @@ def server_db():
 def python_path(monkeypatch):
     """Every row of a move goes through placement in Python (sqlmoves off): for tests that
     break or watch one of the Python path's statements (moves.insert_casbin, ...)."""
-    monkeypatch.setattr(sqlmoves, "usable", lambda forward=True: False)
+    monkeypatch.setattr(sqlmoves, "usable", lambda: False)
 
 
 @pytest.fixture

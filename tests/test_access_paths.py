@@ -61,6 +61,19 @@ def org_rows(org: str) -> list[stores.LegacyRow]:
     return rows
 
 
+def unique_key_name() -> str:
+    """The name of the legacy table's unique key (user, org, course_id, role)."""
+    table = legacy_role_model()._meta.db_table
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    [name] = [
+        name
+        for name, info in constraints.items()
+        if info["unique"] and info["columns"] == ["user_id", "org", "course_id", "role"]
+    ]
+    return name
+
+
 def assert_lookups(plan: list[dict], table: str, key: str) -> None:
     """The key list is read first, then ``table`` by one ``eq_ref`` lookup per key."""
     assert [step["table"] for step in plan] == ["k", table], plan
@@ -91,14 +104,7 @@ def test_legacy_delete_looks_up_each_row_by_the_unique_key(shape):
         stores._key_order_delete_sql(connection, model, key), [stores._key_order_param(rows)]
     )
 
-    [unique] = [
-        name
-        for name, info in connection.introspection.get_constraints(
-            connection.cursor(), model._meta.db_table
-        ).items()
-        if info["unique"] and info["columns"] == ["user_id", "org", "course_id", "role"]
-    ]
-    assert_lookups(plan, model._meta.db_table, unique)
+    assert_lookups(plan, model._meta.db_table, unique_key_name())
     assert stores.delete_legacy(rows) == len(rows)
     assert model.objects.filter(pk__in=[row.pk for row in rows]).count() == 0
 
@@ -201,3 +207,24 @@ def test_the_plain_row_read_starts_from_the_batch_then_finds_each_user():
 
     assert [(step["table"], step["key"]) for step in plan] == [("l", "PRIMARY"), ("u", "PRIMARY")]
     assert (plan[0]["type"], plan[1]["type"]) == ("range", "eq_ref"), plan
+
+
+def test_the_plain_rule_read_of_a_rollback_starts_from_the_batch_then_looks_up_by_key():
+    """Back the same way: the batch's Casbin rules by their primary-key range, each rule's
+    user by username, and its target by the legacy table's whole unique key."""
+    from authz_migration import api
+
+    seed_legacy_rows(2, 5, 2000)
+    api.migrate_org("Org0", True, force=True)
+    rules = stores.casbin_rule_model()
+    for model in (rules, get_user_model(), legacy_role_model()):
+        analyze(model._meta.db_table)
+    pks = list(rules.objects.order_by("pk").values_list("pk", flat=True)[:5000])
+    selection = stores.Selection(org="Org0")
+    text, params = sqlmoves._Rollback(selection, sqlmoves.Rule(), pks[0] - 1, pks[-1]).plain_rows()
+
+    plan = explain(text, params)
+
+    steps = [(step["table"], step["type"], step["key"]) for step in plan]
+    lookups = [("u", "eq_ref", "username"), ("l", "eq_ref", unique_key_name())]
+    assert steps == [("c", "range", "PRIMARY"), *lookups], plan

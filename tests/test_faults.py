@@ -137,12 +137,12 @@ class Pause:
         self.calls = 0
         # "sqlmoves.forward": the database's own statements; a bare name: a statement of
         # the Python path, which then takes every row (sqlmoves off).
-        if name.startswith("sqlmoves.") and not sqlmoves.usable(name != "sqlmoves.rollback"):
-            pytest.skip("no database path here (MariaDB/MySQL)")
+        if name.startswith("sqlmoves.") and not sqlmoves.usable():
+            pytest.skip("no database path here")
         module = sqlmoves if name.startswith("sqlmoves.") else moves
         name = name.removeprefix("sqlmoves.")
         if module is moves:
-            monkeypatch.setattr(sqlmoves, "usable", lambda forward=True: False)
+            monkeypatch.setattr(sqlmoves, "usable", lambda: False)
         real = getattr(module, name)
 
         def paused(*args, **kwargs):
@@ -158,9 +158,9 @@ class Pause:
 
 
 def this_databases_statement(forward: bool = True) -> str:
-    """Where a move on this database does its writing: the database's own path, or (MariaDB)
-    the Python path's delete of the source rows."""
-    if sqlmoves.usable(forward):
+    """Where a move on this database does its writing: the database's own path, or (where
+    there is none) the Python path's delete of the source rows."""
+    if sqlmoves.usable():
         return "sqlmoves.forward" if forward else "sqlmoves.rollback"
     return "delete_legacy" if forward else "delete_casbin"
 

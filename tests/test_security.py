@@ -466,7 +466,7 @@ def test_statements_the_database_moves_by_carry_every_value_as_a_parameter(selec
         statements += [forward.present_sources(), forward.insert(True, [HOSTILE])]
         statements += [forward.delete()]
         statements += [backward.present_sources(), backward.insert([HOSTILE])]
-        statements += [backward.delete(True), forward.plain_rows()]
+        statements += [backward.delete(True), forward.plain_rows(), backward.plain_rows()]
         # PostgreSQL's, which bound their batch themselves.
         forward = sqlmoves._Forward(selection, rule, 7, sqlmoves.BOUND)
         backward = sqlmoves._Rollback(selection, rule, 7, sqlmoves.BOUND)

@@ -88,7 +88,7 @@ def both_ways(monkeypatch, run) -> list:
     if not sqlmoves.usable():
         pytest.skip("no database path here (MariaDB/MySQL): nothing to compare")
     results = []
-    for usable in (sqlmoves.usable, lambda forward=True: False):
+    for usable in (sqlmoves.usable, lambda: False):
         monkeypatch.setattr(sqlmoves, "usable", usable)
         with transaction.atomic():
             outcomes = run()
@@ -187,6 +187,54 @@ def _placed_rows_of_a_move(make_user, monkeypatch, batch_size: int) -> list:
     outcome = api.migrate_org(ORG, True, force=True, batch_size=batch_size)
 
     assert (outcome.status, outcome.moved) == (MigrationRun.Status.COMPLETED, len(PLAIN) + 1)
+    return placed
+
+
+def test_plain_casbin_rows_cost_a_rollback_no_python_placement(db, make_user, monkeypatch):
+    """Back the same way: of plain Casbin rows and one rule outside the role map (the last
+    row, in a batch of its own), only that rule reaches placement."""
+    placed = _placed_rules_of_a_rollback(make_user, monkeypatch, None)
+    assert [row.v1 for row in placed] == ["role^library_admin"]
+
+
+def test_on_mariadb_a_rollback_batch_meeting_a_look_alike_goes_through_placement_whole(
+    db, make_user, monkeypatch
+):
+    """A legacy row equal but for case to a plain row's target (which MariaDB's ``_ci``
+    unique key holds as the same row): the batch goes through placement, which reports that
+    row and moves the others, all written by one INSERT in key order (docs/decisions/0011)."""
+    if connection.vendor != "mysql":
+        pytest.skip("MariaDB/MySQL only: elsewhere the unique key compares case")
+    placed = _placed_rules_of_a_rollback(make_user, monkeypatch, "orga")
+    plain = [row.v2 for row in placed if row.v1 == "role^course_staff"]
+    assert sorted(plain) == sorted(f"course-v1^{c}" for c in PLAIN)
+
+
+def _placed_rules_of_a_rollback(make_user, monkeypatch, look_alike: str | None) -> list:
+    """Roll an org of plain Casbin rows back, and a rule outside the role map in a batch of
+    its own, with a legacy row of org ``look_alike`` (when given) equal to the first rule's
+    target but for case; the rules placement saw."""
+    from authz_migration import placement
+
+    alice = make_user("alice")
+    for course in PLAIN:
+        add_casbin_role("alice", "course_staff", course)
+    add_casbin_role("alice", "library_admin", PLAIN[0])
+    if look_alike:
+        legacy_role_model().objects.create(
+            user=alice, org=look_alike, course_id=PLAIN[0], role="staff"
+        )
+    placed = []
+    real = placement.casbin_verdicts
+    monkeypatch.setattr(
+        placement, "casbin_verdicts", lambda rows, decide: placed.extend(rows) or real(rows, decide)
+    )
+
+    outcome = api.migrate_org(ORG, False, force=True, batch_size=len(PLAIN))
+
+    conflicts = outcome.metadata["could_not_move"].get("conflicting_row", {}).get("count", 0)
+    assert (outcome.moved, conflicts) == (len(PLAIN) - bool(look_alike), bool(look_alike))
+    assert outcome.metadata["counts"]["not_migrated"] == 1
     return placed
 
 
