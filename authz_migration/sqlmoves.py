@@ -8,10 +8,11 @@ database moves them and no row leaves it: on PostgreSQL one statement per batch 
 batch, read its rows and test each target once, write the missing targets, delete the rows
 whose target was there or was written); elsewhere the batch's bounds first, then on SQLite
 at most three (the rows whose target is there, the INSERT of the others' targets, the DELETE
-of the rows whose target now exists); on MariaDB/MySQL three, as the Python path writes
-(the plain rows read with their targets, the insert of the missing targets, the DELETE:
-forward, a JSON insert and the key-order DELETE of docs/decisions/0011; back, an insert in
-key order and a DELETE by primary key). A forward move into a scope with no Casbin rule
+of the rows whose target now exists, or of the whole batch by its keys when the INSERT wrote
+a target for each of its rows: :func:`_whole_sql`); on MariaDB/MySQL three, as the Python
+path writes (the plain rows read with their targets, the insert of the missing targets, the
+DELETE: forward, a JSON insert and the key-order DELETE of docs/decisions/0011; back, an
+insert in key order and a DELETE by primary key). A forward move into a scope with no Casbin rule
 yet leaves out the per-row test (:func:`targets_absent`), a SQLite forward move on a
 ``casbin_rule`` without triggers the DELETE's (:func:`inserts_complete`); a SQLite rollback
 lets the legacy table's unique key pass over the targets present.
@@ -240,11 +241,12 @@ class _Forward:
     """The statements of a forward batch over legacy rows with a primary key in (after,
     upper]. ``l`` is the source row, ``u`` its user."""
 
-    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper: int):
+    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper, keys=None):
         self.model = legacy_role_model()
         self.casbin = casbin_rule_model()
         self.connection = connections[router.db_for_write(self.model)]
         self.selection, self.rule, self.after, self.upper = selection, rule, after, upper
+        self.keys = keys
         self.limit = max_length(self.casbin, "v2") or 255
         self.roles = {
             legacy: role_key(casbin)
@@ -364,6 +366,12 @@ class _Forward:
         )
         return text + (f" AND {self.present(sql)})" if confirm else ")"), sql.params
 
+    def delete_batch(self) -> tuple[str, list]:
+        """DELETE the batch's rows by their keys, as its bound read them (:func:`_whole_sql`;
+        SQLite, when the INSERT wrote a target for each)."""
+        sql = _Sql(self.connection)
+        return _whole_sql(sql, self.model, self.keys), sql.params
+
     def plain_rows(self) -> tuple[str, list]:
         """MariaDB/MySQL: SELECT the plain rows (a plain read, which locks nothing), each
         with its key, its target and whether that target is there: the INSERT and the
@@ -433,6 +441,21 @@ def _confirmed(target: str) -> str:
     )
 
 
+def _whole_sql(sql: _Sql, model, keys) -> str:
+    """SQLite: a DELETE of the batch's source rows, every one of them, by ``keys`` (a query
+    of :func:`~authz_migration.stores.batch_keys`), run again after the INSERT as the
+    bound ran it (the move holds SQLite's one write lock: the same rows). Only when the
+    INSERT wrote as many targets as the batch has rows: its rows are some of the batch's,
+    one target each, so every row of the batch was plain and has its target now. The plain
+    predicate, the user lookup and the per-row test are then not evaluated again (the
+    DELETE's whole cost but the floor's, about three quarters of it)."""
+    inner, params = keys.query.sql_with_params()
+    sql.params.extend(params)
+    table = sql.connection.ops.quote_name(model._meta.db_table)
+    pk = sql.connection.ops.quote_name(model._meta.pk.column)
+    return f"DELETE FROM {table} WHERE {pk} IN (SELECT t.authz_pk FROM ({inner}) t)"  # noqa: S608 (the ORM's SQL)
+
+
 def _bound_cte(sql: _Sql, keys) -> str:
     """``WITH bound (upper, n)``: the highest of the batch's ``keys`` (a query of
     :func:`~authz_migration.stores.batch_keys`) and their count, read in the statement's
@@ -461,11 +484,12 @@ class _Rollback:
     """The statements of a rollback batch over Casbin rows with a primary key in (after,
     upper]. ``c`` is the source row, ``u`` the user its subject names."""
 
-    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper: int):
+    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper, keys=None):
         self.model = legacy_role_model()
         self.casbin = casbin_rule_model()
         self.connection = connections[router.db_for_write(self.casbin)]
         self.selection, self.rule, self.after, self.upper = selection, rule, after, upper
+        self.keys = keys
         self.roles = {role_key(casbin): legacy for casbin, legacy in reverse_role_map().items()}
         self.limits = (max_length(self.model, "org"), max_length(self.model, "course_id"))
 
@@ -535,6 +559,16 @@ class _Rollback:
             f"AND {self.lcol(sql, 'role')} = {self.role(sql)}"
         )
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
+
+    def delete_batch(self, returning: bool) -> tuple[str, list]:
+        """DELETE the batch's rules by their keys (as :meth:`_Forward.delete_batch`)."""
+        sql = _Sql(self.connection)
+        text = _whole_sql(sql, self.casbin, self.keys)
+        if returning:
+            text += " RETURNING " + ", ".join(
+                sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")
+            )
+        return text, sql.params
 
     def standing(self, sql: _Sql) -> str:
         """MariaDB/MySQL: where the row's target stands in the legacy table: NULL absent, 1
@@ -726,7 +760,10 @@ def forward(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved
             done.created = len(done.casbin_added)
         else:
             done.created = cursor.rowcount
-        cursor.execute(*statements.delete(confirm=not rule.inserts_complete))
+        if done.created == done.count:
+            cursor.execute(*statements.delete_batch())
+        else:
+            cursor.execute(*statements.delete(confirm=not rule.inserts_complete))
         done.moved = cursor.rowcount
     return done
 
@@ -753,7 +790,10 @@ def rollback(selection: Selection, rule: Rule, span: Span, listed: bool) -> Move
             skip = [pk for (pk,) in cursor.fetchall()]
         cursor.execute(*statements.insert(skip, ignore))
         done.created = cursor.rowcount
-        cursor.execute(*statements.delete(returning=listed))
+        if done.created == done.count:
+            cursor.execute(*statements.delete_batch(returning=listed))
+        else:
+            cursor.execute(*statements.delete(returning=listed))
         if listed:
             done.casbin_removed = [tuple(row) for row in cursor.fetchall()]
             done.moved = len(done.casbin_removed)
@@ -764,12 +804,13 @@ def rollback(selection: Selection, rule: Rule, span: Span, listed: bool) -> Move
 
 def _bounded(kind, selection: Selection, rule: Rule, span: Span) -> tuple:
     """SQLite, MariaDB/MySQL: the batch's bounds (one query) and its statements (``kind``:
-    :class:`_Forward` or :class:`_Rollback`), with the
-    :class:`Moved` to fill; no statements when the range holds no rows."""
-    upper, count = batch_bound(selection, kind is _Forward, *span)
+    :class:`_Forward` or :class:`_Rollback`), with the :class:`Moved` to fill; no statements
+    when the range holds no rows."""
+    keys = batch_keys(selection, kind is _Forward, *span)
+    upper, count = batch_bound(keys)
     if upper is None:
         return None, Moved()
-    return kind(selection, rule, span.after, upper), Moved(upper=upper, count=count)
+    return kind(selection, rule, span.after, upper, keys), Moved(upper=upper, count=count)
 
 
 def _vendor(legacy: bool) -> str:

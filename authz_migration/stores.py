@@ -194,13 +194,9 @@ def _with_usernames(queryset, limit: int) -> list[tuple]:
         return cursor.fetchall()
 
 
-def batch_bound(
-    selection: Selection, legacy: bool, after: int | None, limit: int, until: int | None = None
-) -> tuple[int | None, int]:
-    """The highest primary key among the next ``limit`` source rows of the selection above
-    ``after`` (and at most ``until``), and how many there are, without reading the rows:
-    one query. (None, 0) when there are none."""
-    keys = batch_keys(selection, legacy, after, limit, until)
+def batch_bound(keys) -> tuple[int | None, int]:
+    """The highest of a batch's ``keys`` (a query of :func:`batch_keys`) and how many there
+    are, without reading the rows: one query. (None, 0) when there are none."""
     if keys is None:
         return None, 0
     inner, params = keys.query.sql_with_params()
