@@ -330,6 +330,24 @@ def test_sqlites_deletes_read_only_their_batchs_key_range(db):
         assert outer.startswith("SEARCH") and "rowid>?" in outer, outer
 
 
+def test_sqlites_whole_batch_deletes_look_each_key_up(db):
+    """The DELETE of a whole batch finds its rows by their primary keys (the batch's keyset
+    read from the cursor on), never by a scan of the table."""
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite query plan")
+    from authz_migration.stores import Selection, batch_keys
+
+    selection, rule = Selection(org=ORG), sqlmoves.Rule()
+    forward = sqlmoves._Forward(selection, rule, 0, 10, batch_keys(selection, True, 0, 10))
+    back = sqlmoves._Rollback(selection, rule, 0, 10, batch_keys(selection, False, 0, 10))
+    for text, params in (forward.delete_batch(), back.delete_batch(False)):
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + text, params)
+            steps = [row[3] for row in cursor.fetchall()]
+        assert steps[0].endswith("USING INTEGER PRIMARY KEY (rowid=?)"), steps
+        assert not any(step.startswith("SCAN") for step in steps), steps
+
+
 def test_sqlites_forward_statements_read_by_the_batchs_key_range(db):
     """The key test's GLOB has a fixed start the course_id index can serve; through that
     index SQLite read the whole org for every batch, to keep the batch's key range."""
