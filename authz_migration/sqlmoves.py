@@ -248,7 +248,9 @@ def _fits(limit: int | None, value_len: int) -> bool:
 
 class _Forward:
     """The statements of a forward batch over legacy rows with a primary key in (after,
-    upper]. ``l`` is the source row, ``u`` its user."""
+    upper] (``upper`` a key, or :data:`BOUND` in PostgreSQL's one statement; ``keys`` the
+    batch's keyset query, for :meth:`delete_batch`). ``l`` is the source row, ``u`` its
+    user."""
 
     def __init__(self, selection: Selection, rule: Rule, after: int | None, upper, keys=None):
         self.model = legacy_role_model()
@@ -504,7 +506,8 @@ def _final_select(counted: str, listed_cte: str, listed: bool) -> str:
 
 class _Rollback:
     """The statements of a rollback batch over Casbin rows with a primary key in (after,
-    upper]. ``c`` is the source row, ``u`` the user its subject names."""
+    upper] (as :class:`_Forward`'s). ``c`` is the source row, ``u`` the user its subject
+    names."""
 
     def __init__(self, selection: Selection, rule: Rule, after: int | None, upper, keys=None):
         self.model = legacy_role_model()
@@ -763,13 +766,38 @@ def forward(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved
     when some of the batch's rows are not plain: the batch then goes through placement
     whole, so that its legacy rows are deleted by one statement in one key order
     (docs/decisions/0011)."""
-    if _vendor(legacy=True) == "postgresql":
-        return _one_statement(_Forward, selection, rule, span, listed)
-    statements, done = _bounded(_Forward, selection, rule, span)
+    return _carry(_Forward, selection, rule, span, listed)
+
+
+def rollback(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved | None:
+    """Move the plain Casbin rows of the batch (as for :func:`forward`) to the legacy table:
+    one statement on PostgreSQL, the bounds and two or three statements on SQLite, three on
+    MariaDB/MySQL (None there as for :func:`forward`, also when a target has a look-alike:
+    :func:`_rollback_by_rows`)."""
+    return _carry(_Rollback, selection, rule, span, listed)
+
+
+def _carry(kind, selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved | None:
+    """A batch's way by the source rows' database (``kind``: :class:`_Forward` or
+    :class:`_Rollback`): PostgreSQL's one statement; elsewhere the bounds first, then
+    MariaDB/MySQL's plain read with the Python path's writes, or SQLite's statements."""
+    forward = kind is _Forward
+    if _vendor(legacy=forward) == "postgresql":
+        return _one_statement(kind, selection, rule, span, listed)
+    statements, done = _bounded(kind, selection, rule, span)
     if statements is None:
         return done
     if statements.connection.vendor == "mysql":
-        return _forward_by_rows(statements, listed, done.count)
+        by_rows = _forward_by_rows if forward else _rollback_by_rows
+        return by_rows(statements, listed, done.count)
+    return (_sqlite_forward if forward else _sqlite_rollback)(statements, listed, done)
+
+
+def _sqlite_forward(statements: _Forward, listed: bool, done: Moved) -> Moved:
+    """SQLite: the rows whose target is there (unless the rule says none can be), the
+    INSERT of the others' targets, the DELETE of the batch (:func:`_whole_sql`) or of its
+    plain rows."""
+    rule = statements.rule
     with statements.connection.cursor() as cursor:
         skip = []
         if not rule.targets_absent:
@@ -789,18 +817,9 @@ def forward(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved
     return done
 
 
-def rollback(selection: Selection, rule: Rule, span: Span, listed: bool) -> Moved | None:
-    """Move the plain Casbin rows of the batch (as for :func:`forward`) to the legacy table:
-    one statement on PostgreSQL, the bounds and two or three statements on SQLite, three on
-    MariaDB/MySQL (None there as for :func:`forward`, also when a target has a look-alike:
-    :func:`_rollback_by_rows`)."""
-    if _vendor(legacy=False) == "postgresql":
-        return _one_statement(_Rollback, selection, rule, span, listed)
-    statements, done = _bounded(_Rollback, selection, rule, span)
-    if statements is None:
-        return done
-    if statements.connection.vendor == "mysql":
-        return _rollback_by_rows(statements, listed, done.count)
+def _sqlite_rollback(statements: _Rollback, listed: bool, done: Moved) -> Moved:
+    """SQLite: the INSERT of the targets (the legacy unique key, where declared, passing over
+    those present), the DELETE of the batch (:func:`_whole_sql`) or of its plain rules."""
     # The legacy table's unique key compares as the target test does (SQLite: exactly), so
     # where it is declared it answers the test in the INSERT itself.
     ignore = _unique_key_declared(statements.model)
