@@ -177,18 +177,22 @@ def run_in_batches(
     options = {"wait": False, **options, "max_batches": 1, "record_empty": False}
     first = True
     for move in moves:
-        cursor = None
+        cursor = absent_since = None
         while True:
             if should_stop() or not (first or _pause(pause, should_stop)):
                 return  # Ctrl-C, or Ctrl-C during the pause: start nothing new
             first = False
-            outcome = execute(move, _options(trigger, user, {**options, "after": cursor}))
+            batch = {**options, "after": cursor, "absent_since": absent_since}
+            outcome = execute(move, _options(trigger, user, batch))
             yield outcome
             if outcome.status in (MigrationRun.Status.SKIPPED, MigrationRun.Status.FAILED):
                 break
             if outcome.finished:
                 break
             cursor = outcome.cursor
+            # A forward move that found no targets in Casbin at its first batch need not
+            # probe again (it would find this move's own rules) while no other move ran.
+            absent_since = outcome.run.pk if outcome.targets_absent and outcome.run else None
 
 
 # The longest stretch a pause sleeps without asking ``should_stop``: Ctrl-C during a long

@@ -93,6 +93,10 @@ class Outcome:
     casbin_added: list = field(default_factory=list, repr=False)
     casbin_removed: list = field(default_factory=list, repr=False)
     error: Exception | None = field(default=None, repr=False)
+    # Forward: no Casbin rule had a course scope of the selection when the move began (or
+    # when the first batch of its command began: Options.absent_since), and placement wrote
+    # none; run_in_batches passes this on to the next batch of the same move.
+    targets_absent: bool = field(default=False, repr=False)
 
     @property
     def counts(self) -> dict:
@@ -256,6 +260,9 @@ class Options:
     - ``record_empty=False``: a move that found nothing to move or report records no run.
     - ``batch_size``: rows per batch (default ``AUTHZ_MIGRATION_BATCH_SIZE``);
       ``max_batches`` bounds the work of one call, resumed with ``after=outcome.cursor``.
+    - ``absent_since``: the run a previous call for the same move recorded when its outcome
+      said ``targets_absent``; unless another run was recorded since, this call leaves out
+      the per-row test of targets without probing again (:func:`api.run_in_batches`).
     """
 
     trigger: str
@@ -266,6 +273,7 @@ class Options:
     batch_size: int | None = None
     max_batches: int | None = None
     after: int | None = None
+    absent_since: int | None = None
 
     def __post_init__(self):
         if self.batch_size is not None and self.batch_size < 1:
@@ -393,7 +401,11 @@ def _apply(move: Move, options: Options) -> Outcome:
     decider = _Decider(move)
     listed = enforcer.rules_wanted()
     fast = not options.dry_run and sqlmoves.usable()
-    absent = fast and move.direction == FORWARD and sqlmoves.targets_absent(move.selection)
+    absent = (
+        fast
+        and move.direction == FORWARD
+        and (_no_run_since(options.absent_since) or sqlmoves.targets_absent(move.selection))
+    )
     complete = fast and move.direction == FORWARD and sqlmoves.inserts_complete(move.selection)
     cursor, finished = options.after, True
     while True:
@@ -416,7 +428,24 @@ def _apply(move: Move, options: Options) -> Outcome:
         cursor = last
         if count < batch_size:
             break  # a short batch is the last one: no need for an empty read to find out
-    return _outcome(move, options.dry_run, stats, decider, cursor, finished)
+    outcome = _outcome(move, options.dry_run, stats, decider, cursor, finished)
+    outcome.targets_absent = absent
+    return outcome
+
+
+def _no_run_since(run_id: int | None) -> bool:
+    """Whether no move recorded a run after the run ``run_id`` (one query; False for None).
+
+    A command's batches are moves of their own, with the scope's locks released between
+    them. Every move of the app that writes a Casbin rule records a run in its transaction,
+    under locks that exclude the command's batch (an org's, or the instance's), so its run
+    row is numbered after the run of the batch before it: with no run since, the rules are
+    still the command's own, and what :func:`sqlmoves.targets_absent` found at its first
+    batch still holds. (The index probe cannot be asked again: it finds those rules.)
+    Writers outside the app are not serialized with moves at all (docs/decisions/0014)."""
+    if run_id is None:
+        return False
+    return not MigrationRun.objects.filter(pk__gt=run_id).exists()
 
 
 def _python_batch(move: Move, decider: _Decider, cursor, batch_size: int, dry_run: bool):
