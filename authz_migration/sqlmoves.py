@@ -8,14 +8,15 @@ database moves them and no row leaves it: on PostgreSQL one statement per batch 
 batch, read its rows and test each target once, write the missing targets, delete the rows
 whose target was there or was written); elsewhere the batch's bounds first, then on SQLite
 at most three (the rows whose target is there, the INSERT of the others' targets, the DELETE
-of the rows whose target now exists, or of the whole batch by its keys when the INSERT wrote
-a target for each of its rows: :func:`_whole_sql`); on MariaDB/MySQL three, as the Python
-path writes (the plain rows read with their targets, the insert of the missing targets, the
-DELETE: forward, a JSON insert and the key-order DELETE of docs/decisions/0011; back, an
-insert in key order and a DELETE by primary key). A forward move into a scope with no Casbin rule
-yet leaves out the per-row test (:func:`targets_absent`), a SQLite forward move on a
-``casbin_rule`` without triggers the DELETE's (:func:`inserts_complete`); a SQLite rollback
-lets the legacy table's unique key pass over the targets present.
+of the rows whose target now exists, or of the whole batch by its key range when the INSERT
+wrote a target for each of its rows: :meth:`_Forward.delete_batch`); on MariaDB/MySQL three,
+as the Python path writes (the plain rows read with their targets, the insert of the missing
+targets, the DELETE: forward, a JSON insert and the key-order DELETE of
+docs/decisions/0011; back, an insert in key order and a DELETE by primary key). A forward
+move into a scope with no Casbin rule yet leaves out the per-row test
+(:func:`targets_absent`), a SQLite forward move on a ``casbin_rule`` without triggers the
+DELETE's (:func:`inserts_complete`); a SQLite rollback lets the legacy table's unique key
+pass over the targets present.
 
 The predicate here is deliberately narrower than placement's rule: every row it takes is one
 placement would move, to the same target. Whatever it leaves (org-wide roles, unmapped roles,
@@ -27,6 +28,7 @@ whose answer is certain. Hosts with openedx-authz keep the Python path (:func:`u
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -51,6 +53,7 @@ from .stores import (
     LegacyRow,
     Selection,
     batch_bound,
+    batch_delete,
     batch_keys,
     casbin_rule_model,
     casbin_scopes_exist,
@@ -108,6 +111,7 @@ class Moved:
 _PART = "[-A-Za-z0-9_.~:]+"
 # Any character that cannot appear in such a key (its parts, or the + between them).
 _OUTSIDE_KEY = "[^-A-Za-z0-9_.~:+]"
+_ASCII_PART = re.compile(_PART)
 
 
 class _Sql:
@@ -171,19 +175,24 @@ class _Sql:
         return f"{self.member(expr, values)} AND {self.member(self.exact(expr), values)}"
 
     def starts(self, expr: str, prefix: str) -> str:
-        """``expr`` starts with ``prefix``: a LIKE, then (SQLite's LIKE ignores case,
-        MariaDB's follows the collation) the exact test. PostgreSQL's LIKE is itself exact;
-        a second test there would also cost the planner its estimate (a function's equality
-        counts as 1 row in 200), and with it the batch's join plan."""
+        """``expr`` starts with ``prefix``, exactly. PostgreSQL: a LIKE, itself exact; a
+        second test there would also cost the planner its estimate (a function's equality
+        counts as 1 row in 200), and with it the batch's join plan. MariaDB: a LIKE, which
+        its index can answer, in the column's collation, then the exact test. SQLite: the
+        exact test alone (its LIKE ignores case, and with the columns' BINARY collation no
+        index answers it: a second function a row, for nothing)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        like = "" if self.vendor == "sqlite" else f"{expr} LIKE {self.p(escaped + '%')}"
         if self.vendor == "postgresql":
-            return f"{expr} LIKE {self.p(escaped + '%')}"
-        escape = " ESCAPE '\\'" if self.vendor == "sqlite" else ""
-        like = f"{expr} LIKE {self.p(escaped + '%')}{escape}"
-        return f"{like} AND {self.exact(f'SUBSTR({expr}, 1, {len(prefix)})')} = {self.p(prefix)}"
+            return like
+        exactly = f"{self.exact(f'SUBSTR({expr}, 1, {len(prefix)})')} = {self.p(prefix)}"
+        return f"{like} AND {exactly}" if like else exactly
 
-    def course_key(self, expr: str) -> str:
-        """``expr`` is ``course-v1:ORG+COURSE+RUN`` with ASCII parts."""
+    def course_key(self, column: str, skip: int = 0, org: str | None = None) -> str:
+        """``column`` after its first ``skip`` characters is ``course-v1:ORG+COURSE+RUN``
+        with ASCII parts. ``org``: the org whose key prefix the caller has matched exactly
+        (:meth:`starts`)."""
+        expr = f"SUBSTR({column}, {skip + 1})" if skip else column
         if self.vendor == "postgresql":
             # MariaDB's pattern below, in parts: two pluses with something before, between
             # and after; no other character. PostgreSQL's regex engine spends about 1.3
@@ -200,6 +209,14 @@ class _Sql:
         # SQLite: GLOB is case-sensitive and native (REGEXP would call into Python per row).
         # Its fixed start is not to lead SQLite to the column's index: it then read the
         # whole org by it for each batch, to keep the batch's key range.
+        if org is not None and _ASCII_PART.fullmatch(org):
+            # The prefix is the org's, itself such a part: only COURSE+RUN is left to test.
+            # The character class costs per character (a fifth of a rollback's read).
+            rest = f"SUBSTR({column}, {skip + len(course_key_prefix(org)) + 1})"
+            return (
+                f"{rest} GLOB '?*+?*' AND {rest} NOT GLOB '*+*+*' "
+                f"AND {rest} NOT GLOB '*{_OUTSIDE_KEY}*'"
+            )
         return (
             f"{self.unindexed(expr)} GLOB 'course-v1:?*+?*+?*' AND {expr} NOT GLOB '*+*+*+*' "
             f"AND SUBSTR({expr}, 11) NOT GLOB '*{_OUTSIDE_KEY}*'"
@@ -248,16 +265,14 @@ def _fits(limit: int | None, value_len: int) -> bool:
 
 class _Forward:
     """The statements of a forward batch over legacy rows with a primary key in (after,
-    upper] (``upper`` a key, or :data:`BOUND` in PostgreSQL's one statement; ``keys`` the
-    batch's keyset query, for :meth:`delete_batch`). ``l`` is the source row, ``u`` its
-    user."""
+    upper] (``upper`` a key, or :data:`BOUND` in PostgreSQL's one statement). ``l`` is
+    the source row, ``u`` its user."""
 
-    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper, keys=None):
+    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper):
         self.model = legacy_role_model()
         self.casbin = casbin_rule_model()
         self.connection = connections[router.db_for_write(self.model)]
         self.selection, self.rule, self.after, self.upper = selection, rule, after, upper
-        self.keys = keys
         self.limit = max_length(self.casbin, "v2") or 255
         self.roles = {
             legacy: role_key(casbin)
@@ -294,7 +309,7 @@ class _Forward:
                 parts.append(sql.one_of(course, self.selection.courses))
             key_org = f"SUBSTR({sql.before_plus(course)}, {len(COURSE_KEY_PREFIX) + 1})"
             parts.append(f"{sql.exact(org)} = {key_org}")
-        parts.append(sql.course_key(course))
+        parts.append(sql.course_key(course, org=self.selection.org))
         parts.append(sql.member(sql.exact(self.col(sql, "role")), list(self.roles)))
         # (On MariaDB these compare in the column's _ci collation: they leave out a superset,
         # whose rows placement then takes.)
@@ -378,10 +393,14 @@ class _Forward:
         return text + (f" AND {self.present(sql)})" if confirm else ")"), sql.params
 
     def delete_batch(self) -> tuple[str, list]:
-        """DELETE the batch's rows by their keys, as its bound read them (:func:`_whole_sql`;
-        SQLite, when the INSERT wrote a target for each)."""
-        sql = _Sql(self.connection)
-        return _whole_sql(sql, self.model, self.keys), sql.params
+        """SQLite: DELETE the batch's rows, every one, by the key range (the move holds
+        SQLite's one write lock, so the range holds the rows the bound counted). Only when
+        the INSERT wrote as many targets as the batch has rows: its rows are some of the
+        batch's, one target each, so every row of the batch was plain and has its target
+        now. The plain predicate, the user lookup and the per-row test are then not
+        evaluated again (the DELETE's whole cost but the floor's, about three quarters of
+        it)."""
+        return batch_delete(self.selection, True, self.after, self.upper)
 
     def plain_rows(self) -> tuple[str, list]:
         """MariaDB/MySQL: SELECT the plain rows (a plain read, which locks nothing), each
@@ -465,21 +484,6 @@ def _confirmed(fresh: str) -> str:
     return f"there OR (SELECT COUNT(*) FROM written) = (SELECT COUNT(*) FROM {fresh})"  # noqa: S608 (CTE names only)
 
 
-def _whole_sql(sql: _Sql, model, keys) -> str:
-    """SQLite: a DELETE of the batch's source rows, every one of them, by ``keys`` (a query
-    of :func:`~authz_migration.stores.batch_keys`), run again after the INSERT as the
-    bound ran it (the move holds SQLite's one write lock: the same rows). Only when the
-    INSERT wrote as many targets as the batch has rows: its rows are some of the batch's,
-    one target each, so every row of the batch was plain and has its target now. The plain
-    predicate, the user lookup and the per-row test are then not evaluated again (the
-    DELETE's whole cost but the floor's, about three quarters of it)."""
-    inner, params = keys.query.sql_with_params()
-    sql.params.extend(params)
-    table = sql.connection.ops.quote_name(model._meta.db_table)
-    pk = sql.connection.ops.quote_name(model._meta.pk.column)
-    return f"DELETE FROM {table} WHERE {pk} IN (SELECT t.authz_pk FROM ({inner}) t)"  # noqa: S608 (the ORM's SQL)
-
-
 def _bound_cte(sql: _Sql, keys) -> str:
     """``WITH bound (upper, n)``: the highest of the batch's ``keys`` (a query of
     :func:`~authz_migration.stores.batch_keys`) and their count, read in the statement's
@@ -509,12 +513,11 @@ class _Rollback:
     upper] (as :class:`_Forward`'s). ``c`` is the source row, ``u`` the user its subject
     names."""
 
-    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper, keys=None):
+    def __init__(self, selection: Selection, rule: Rule, after: int | None, upper):
         self.model = legacy_role_model()
         self.casbin = casbin_rule_model()
         self.connection = connections[router.db_for_write(self.casbin)]
         self.selection, self.rule, self.after, self.upper = selection, rule, after, upper
-        self.keys = keys
         self.roles = {role_key(casbin): legacy for casbin, legacy in reverse_role_map().items()}
         self.limits = (max_length(self.model, "org"), max_length(self.model, "course_id"))
 
@@ -555,7 +558,7 @@ class _Rollback:
             parts.append(sql.one_of(v2, [course_scope_key(c) for c in self.selection.courses]))
         else:
             parts.append(sql.starts(v2, SCOPE_NAMESPACE))
-        parts.append(sql.course_key(self.course(sql)))
+        parts.append(sql.course_key(v2, len(SCOPE_NAMESPACE), self.selection.org))
         # Exactly, as placement reads them (under MariaDB's PAD SPACE, ' ' = '').
         parts.append(f"{sql.exact(self.c(sql, 'ptype'))} = {sql.p(ROLE_PTYPE)}")
         parts.extend(f"{sql.exact(self.c(sql, n))} = ''" for n in ("v3", "v4", "v5"))
@@ -585,14 +588,14 @@ class _Rollback:
         return text + _PER_ROW_LOOKUP[sql.vendor] + ")"
 
     def delete_batch(self, returning: bool) -> tuple[str, list]:
-        """DELETE the batch's rules by their keys (as :meth:`_Forward.delete_batch`)."""
+        """DELETE the batch's rules, every one (as :meth:`_Forward.delete_batch`)."""
         sql = _Sql(self.connection)
-        text = _whole_sql(sql, self.casbin, self.keys)
+        text, params = batch_delete(self.selection, False, self.after, self.upper)
         if returning:
             text += " RETURNING " + ", ".join(
                 sql.q(self.casbin._meta.get_field(n).column) for n in ("v0", "v1", "v2")
             )
-        return text, sql.params
+        return text, params
 
     def standing(self, sql: _Sql) -> str:
         """MariaDB/MySQL: where the row's target stands in the legacy table: NULL absent, 1
@@ -795,7 +798,7 @@ def _carry(kind, selection: Selection, rule: Rule, span: Span, listed: bool) -> 
 
 def _sqlite_forward(statements: _Forward, listed: bool, done: Moved) -> Moved:
     """SQLite: the rows whose target is there (unless the rule says none can be), the
-    INSERT of the others' targets, the DELETE of the batch (:func:`_whole_sql`) or of its
+    INSERT of the others' targets, the DELETE of the batch (:meth:`_Forward.delete_batch`) or of its
     plain rows."""
     rule = statements.rule
     with statements.connection.cursor() as cursor:
@@ -819,7 +822,8 @@ def _sqlite_forward(statements: _Forward, listed: bool, done: Moved) -> Moved:
 
 def _sqlite_rollback(statements: _Rollback, listed: bool, done: Moved) -> Moved:
     """SQLite: the INSERT of the targets (the legacy unique key, where declared, passing over
-    those present), the DELETE of the batch (:func:`_whole_sql`) or of its plain rules."""
+    those present), the DELETE of the batch (:meth:`_Rollback.delete_batch`) or of its plain
+    rules."""
     # The legacy table's unique key compares as the target test does (SQLite: exactly), so
     # where it is declared it answers the test in the INSERT itself.
     ignore = _unique_key_declared(statements.model)
@@ -850,7 +854,7 @@ def _bounded(kind, selection: Selection, rule: Rule, span: Span) -> tuple:
     upper, count = batch_bound(keys)
     if upper is None:
         return None, Moved()
-    return kind(selection, rule, span.after, upper, keys), Moved(upper=upper, count=count)
+    return kind(selection, rule, span.after, upper), Moved(upper=upper, count=count)
 
 
 def _vendor(legacy: bool) -> str:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from django.contrib.auth import get_user_model
 from django.db import connections, router
 from django.db.models import F, Q, Value
+from django.db.models.sql.subqueries import DeleteQuery
 
 from .conf import legacy_role_model
 from .roles import (
@@ -204,6 +205,17 @@ def batch_bound(keys) -> tuple[int | None, int]:
         cursor.execute(f"SELECT MAX(t.authz_pk), COUNT(*) FROM ({inner}) t", params)  # noqa: S608 (the ORM's SQL)
         [(upper, count)] = cursor.fetchall()
     return upper, count
+
+
+def batch_delete(selection: Selection, legacy: bool, after: int | None, upper: int):
+    """SQL and parameters of a DELETE of every source row of the selection with a primary key
+    in (``after``, ``upper``]: the rows of :func:`batch_keys` whose highest key is
+    ``upper``, found again by the key range itself (no keyset subquery), as long as no row
+    of the range changed meanwhile (SQLite: the move holds the one write lock)."""
+    model = legacy_role_model() if legacy else casbin_rule_model()
+    where = _legacy_filter(selection) if legacy else _casbin_filter(selection)
+    rows = _keyset(model.objects.filter(where), after, upper)
+    return rows.query.chain(DeleteQuery).get_compiler(router.db_for_write(model)).as_sql()
 
 
 def batch_keys(

@@ -473,7 +473,7 @@ def test_statements_the_database_moves_by_carry_every_value_as_a_parameter(selec
         forward = sqlmoves._Forward(selection, rule, 7, sqlmoves.BOUND)
         backward = sqlmoves._Rollback(selection, rule, 7, sqlmoves.BOUND)
         keys = [stores.batch_keys(selection, legacy, 7, 2) for legacy in (True, False)]
-        whole = [kind(selection, rule, 7, 9, key) for kind, key in zip(kinds, keys, strict=True)]
+        whole = [kind(selection, rule, 7, 9) for kind in kinds]
         statements += [whole[0].delete_batch(), whole[1].delete_batch(True)]
         statements += [forward.one_statement(True, keys[0])]
         statements += [forward.one_statement(False, keys[0]), backward.one_statement(True, keys[1])]
