@@ -32,7 +32,7 @@ state: they are created once per org, by the first move ever made there), issues
         1  INSERT ... SELECT of the others' targets (rollback: INSERT OR IGNORE, the
            legacy table's unique key passing over the targets present)
         1  DELETE of the plain rows whose target is now there (of the whole batch, by its
-           keys, when the INSERT wrote a target for each of its rows)
+           key range, when the INSERT wrote a target for each of its rows)
         MariaDB, 3 statements:
         1  SELECT the plain rows with their targets (a plain read; rollback: with the
            users' ids and whether each target or a look-alike of it is there)
