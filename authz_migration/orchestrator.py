@@ -445,7 +445,8 @@ def _no_run_since(run_id: int | None) -> bool:
     Writers outside the app are not serialized with moves at all (docs/decisions/0014)."""
     if run_id is None:
         return False
-    return not MigrationRun.objects.filter(pk__gt=run_id).exists()
+    runs = MigrationRun.objects.using(router.db_for_write(MigrationRun))  # never a replica
+    return not runs.filter(pk__gt=run_id).exists()
 
 
 def _python_batch(move: Move, decider: _Decider, cursor, batch_size: int, dry_run: bool):

@@ -8,6 +8,7 @@ from django.db import connection
 from authz_migration import api
 from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun
+from authz_migration.signals import migration_run_finished
 from authz_migration.stores import casbin_rule_model
 
 SKIP_TRIGGERS = {
@@ -71,6 +72,31 @@ def test_unwritten_target_keeps_its_source(make_user, grant, skipping_trigger):
     remaining = legacy_role_model().objects.values_list("user__username", "role")
     assert list(remaining) == [("skipme", "staff")]
     assert list(casbin_rule_model().objects.values_list("v0", flat=True)) == ["user^alice"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listener_hears_only_of_the_targets_written(make_user, grant, skipping_trigger):
+    """With a receiver of migration_run_finished, the move lists the rules it wrote (an
+    enforcer or a watcher follows from that list): the rule the trigger skipped is not in
+    it, and its source stays where it was."""
+    heard = []
+
+    def receiver(sender, run=None, added=(), removed=(), **kwargs):
+        heard.append(([tuple(rule) for rule in added], list(removed)))
+
+    grant(make_user("skipme"), "course-v1:OrgA+C1+R", "staff")
+    grant(make_user("alice"), "course-v1:OrgA+C1+R", "instructor")
+    migration_run_finished.connect(receiver, weak=False)
+    try:
+        outcome = api.migrate_org("OrgA", True, force=True)
+    finally:
+        migration_run_finished.disconnect(receiver)
+
+    assert outcome.moved == 1
+    written = ("user^alice", "role^course_admin", "course-v1^course-v1:OrgA+C1+R")
+    assert heard == [([written], [])]
+    remaining = legacy_role_model().objects.values_list("user__username", flat=True)
+    assert list(remaining) == ["skipme"]
 
 
 def _sqlite_forward_delete(make_user, grant, trigger: bool, odd_row: bool) -> str:
