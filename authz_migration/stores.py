@@ -138,7 +138,7 @@ def read_legacy(
     the next batch starts) and how many rows were read."""
     if _exhausted(after, until):
         return [], None, 0
-    queryset = _keyset(legacy_role_model().objects.filter(_legacy_filter(selection)), after, until)
+    queryset = _keyset(_sources(selection, True), after, until)
     rows = _with_usernames(queryset.order_by("pk"), limit)
     last = rows[-1][0] if rows else None
     # The columns as stored (raw SQL, no field converters); a NULL course key is blank.
@@ -212,10 +212,8 @@ def batch_delete(selection: Selection, legacy: bool, after: int | None, upper: i
     in (``after``, ``upper``]: the rows of :func:`batch_keys` whose highest key is
     ``upper``, found again by the key range itself (no keyset subquery), as long as no row
     of the range changed meanwhile (SQLite: the move holds the one write lock)."""
-    model = legacy_role_model() if legacy else casbin_rule_model()
-    where = _legacy_filter(selection) if legacy else _casbin_filter(selection)
-    rows = _keyset(model.objects.filter(where), after, upper)
-    return rows.query.chain(DeleteQuery).get_compiler(router.db_for_write(model)).as_sql()
+    rows = _keyset(_sources(selection, legacy), after, upper)
+    return rows.query.chain(DeleteQuery).get_compiler(router.db_for_write(rows.model)).as_sql()
 
 
 def batch_keys(
@@ -227,11 +225,8 @@ def batch_keys(
     is empty."""
     if _exhausted(after, until):
         return None
-    if legacy:
-        queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
-    else:
-        queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
-    keys = _keyset(queryset, after, until).order_by("pk").annotate(authz_pk=F("pk"))
+    keys = _keyset(_sources(selection, legacy), after, until).order_by("pk")
+    keys = keys.annotate(authz_pk=F("pk"))
     return keys.values_list("authz_pk")[:limit]
 
 
@@ -632,7 +627,7 @@ def read_casbin(
     rows were read."""
     if _exhausted(after, until):
         return [], None, 0
-    queryset = _keyset(casbin_rule_model().objects.filter(_casbin_filter(selection)), after, until)
+    queryset = _keyset(_sources(selection, False), after, until)
     rows = list(
         queryset.order_by("pk").values_list("pk", "v0", "v1", "v2", "v3", "v4", "v5")[:limit]
     )
@@ -747,8 +742,11 @@ def max_length(model, field_name: str) -> int | None:
 
 def count_source(selection: Selection, legacy: bool, until: int | None = None) -> int:
     """Rows a move of ``selection`` will read from its source store (one query)."""
+    return _keyset(_sources(selection, legacy), None, until).count()
+
+
+def _sources(selection: Selection, legacy: bool):
+    """The selection's rows in a move's source store: the legacy table's, or Casbin's."""
     if legacy:
-        queryset = legacy_role_model().objects.filter(_legacy_filter(selection))
-    else:
-        queryset = casbin_rule_model().objects.filter(_casbin_filter(selection))
-    return _keyset(queryset, None, until).count()
+        return legacy_role_model().objects.filter(_legacy_filter(selection))
+    return casbin_rule_model().objects.filter(_casbin_filter(selection))
