@@ -104,7 +104,12 @@ def test_legacy_delete_looks_up_each_row_by_the_unique_key(shape):
         stores._key_order_delete_sql(connection, model, key), [stores._key_order_param(rows)]
     )
 
-    assert_lookups(plan, model._meta.db_table, unique_key_name())
+    # Each key finds its row by primary key (r), then the row deleted (d) by the whole unique
+    # key: the unique index's entries are locked in the parameter's (key) order.
+    assert [step["table"] for step in plan] == ["k", "r", "d"], plan
+    [_, by_pk, by_key] = plan
+    assert (by_pk["type"], by_pk["key"]) == ("eq_ref", "PRIMARY"), plan
+    assert (by_key["type"], by_key["key"]) == ("eq_ref", unique_key_name()), plan
     assert stores.delete_legacy(rows) == len(rows)
     assert model.objects.filter(pk__in=[row.pk for row in rows]).count() == 0
 

@@ -89,6 +89,7 @@ PROBE = {
     ("sqlite", "forward"): 2,
     ("mysql", "forward"): 1,
 }
+MULTI_TABLE_DELETE = re.compile(r"DELETE (\w+) FROM ")
 EXECUTEMANY = re.compile(r"^\d+ times: ")
 
 # Measured once on each database (rows, direction) -> {vendor: queries}.
@@ -135,11 +136,18 @@ def statements(queries: list[str], verb: str, table: str) -> int:
     prefix = f"{verb} {name}"
     # PostgreSQL's one statement per batch inserts and deletes (sqlmoves.py).
     one = f"{'INSERT INTO' if verb == 'INSERT INTO' else 'DELETE FROM'} {name}"
+
+    def deletes_from_table(sql: str) -> bool:
+        # MariaDB's key-order DELETE names the alias it deletes from (stores.py).
+        alias = MULTI_TABLE_DELETE.match(sql)
+        return bool(alias) and f"{name} {alias.group(1)} " in sql
+
     return sum(
         1
         for sql in queries
         if EXECUTEMANY.sub("", sql).replace("INSERT OR IGNORE", "INSERT").startswith(prefix)
         or (sql.startswith("WITH bound (upper, n) AS MATERIALIZED") and one in sql)
+        or (verb == "DELETE FROM" and deletes_from_table(sql))
     )
 
 
