@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -80,6 +81,30 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
         watcher = getattr(enforcer, "watcher", None) or getattr(settings, "CASBIN_WATCHER", None)
         _notify_watcher(watcher, added, removed)
         return
+    with collector_paused():
+        _apply(enforcer, added, removed)
+    _notify_watcher(getattr(enforcer, "watcher", None), added, removed)
+
+
+@contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off for the block (back on after it, unless it was
+    off already). Following a move allocates a few objects per rule (its list in the
+    policy, pycasbin's link), none of them in a cycle; every so many allocations the
+    collector walks every object the process tracks, and the enforcer's policy is most of
+    them: at 100,000 rules those walks were 40 % of the update (0.33 s against 0.19)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _apply(enforcer, added, removed) -> None:
+    """Add and remove the rules in the enforcer's policy and role links."""
     added = [list(rule) for rule in added]
     removed = [list(rule) for rule in removed]
     model = enforcer.model
@@ -98,7 +123,6 @@ def follow_moves(sender, run=None, added=(), removed=(), **kwargs) -> None:
         model.build_incremental_role_links(
             role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
         )
-    _notify_watcher(getattr(enforcer, "watcher", None), added, removed)
 
 
 # pycasbin keeps a policy as a plain list and answers "is this rule there?" by scanning it:
