@@ -162,10 +162,11 @@ class PolicyIndex:
         """Whether ``rule`` sits where the index says; if not, rebuild the index."""
         policy = self.policy
         size = len(policy)
-        if all(position < size and policy[position] == rule for position in positions):
-            return True
-        self._build()
-        return False
+        for position in positions:  # a loop: all() with a generator cost a third of a removal
+            if position >= size or policy[position] != rule:
+                self._build()
+                return False
+        return True
 
     def add(self, rule: list) -> bool:
         """Append ``rule`` unless it is there; True when it was appended."""
