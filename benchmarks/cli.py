@@ -175,7 +175,8 @@ def main(argv=None) -> int:
     if out:
         env = report["environment"]
         print(
-            f"authz_migration benchmarks on {env['server']} (python {env['python']}, "
+            f"authz_migration benchmarks on {env['server']}, {env['server_cache']} "
+            f"(python {env['python']}, "
             f"Django {env['django']}, git {env['git']}, app source {env['app_source_sha256']}, "
             f"{env['cpus']} CPUs, load "
             f"{env['load_average']}); database {setup['database']}, migrate "

@@ -50,6 +50,19 @@ def _fmt(value) -> str:
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def server_cache(sql: Sql) -> str:
+    """The database's own page cache, which decides whether a large run is bound by its
+    disk: MariaDB's buffer pool (128 MiB by default, far below a production server's),
+    PostgreSQL's shared buffers (the OS page cache serves it beyond), SQLite's page cache."""
+    if sql.vendor == "mysql":
+        size = int(sql.scalar("SELECT @@innodb_buffer_pool_size"))
+        return f"InnoDB buffer pool {size // 2**20} MiB"
+    if sql.vendor == "postgresql":
+        return f"shared_buffers {sql.scalar('SHOW shared_buffers')}"
+    pages = int(sql.scalar("PRAGMA cache_size"))  # negative: KiB
+    return f"page cache {-pages} KiB" if pages < 0 else f"page cache {pages} pages"
+
+
 def environment(sql: Sql) -> dict:
     import django
 
@@ -86,6 +99,7 @@ def environment(sql: Sql) -> dict:
         "database": sql.vendor,
         "app_source_sha256": digest.hexdigest()[:12],
         "server": str(sql.scalar(version)).split(" on ")[0],
+        "server_cache": server_cache(sql),
         "python": platform.python_version(),
         "django": django.get_version(),
         "git": head + (" (authz_migration/ modified)" if dirty else ""),
