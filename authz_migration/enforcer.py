@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from casbin.model.policy_op import PolicyOp
 from django.conf import settings
 
-from . import peer
+from . import peer, role_links
 from .roles import ROLE_PTYPE
 from .signals import migration_run_finished
 
@@ -109,17 +109,33 @@ def _apply(enforcer, added, removed) -> None:
     removed = [list(rule) for rule in removed]
     model = enforcer.model
     assertion = model[SECTION][PTYPE]
+    # A rule the loaded policy held twice (casbin_rule has no unique key) has two links; its
+    # second copy goes in ``copies``, for the role manager to drop both.
+    copies = []
     if isinstance(getattr(assertion, "policy", None), list):
         index = _index_of(assertion)
         fresh = [rule for rule in added if index.add(rule)]
-        present = [rule for rule in removed if index.remove(rule)]
+        present = []
+        for rule in removed:
+            held = index.remove(rule)
+            if held:
+                present.append(rule)
+                if held > 1:
+                    copies.extend([rule] * (held - 1))
     else:  # not the pycasbin layout this was written for: its public (slower) model API
         fresh = [rule for rule in added if model.add_policy(SECTION, PTYPE, rule)]
         present = model.remove_policies_with_effected(SECTION, PTYPE, removed)
     role_manager = enforcer.rm_map.get(PTYPE) if enforcer.rm_map else None
-    if role_manager is not None and fresh:
+    if role_manager is None:
+        return
+    if role_links.handles(role_manager, assertion):
+        role_links.add(role_manager, fresh)
+        role_links.remove(role_manager, present + copies if copies else present)
+        return
+    # pycasbin's own path: one link removed a rule (its managers cannot lose a link twice).
+    if fresh:
         model.build_incremental_role_links(role_manager, PolicyOp.Policy_add, SECTION, PTYPE, fresh)
-    if role_manager is not None and present:
+    if present:
         model.build_incremental_role_links(
             role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
         )
@@ -179,14 +195,14 @@ class PolicyIndex:
         self.length += 1
         return True
 
-    def remove(self, rule: list) -> bool:
-        """Remove every copy of ``rule``; True when there was one."""
+    def remove(self, rule: list) -> int:
+        """Remove every copy of ``rule``; how many there were."""
         key = tuple(rule)
         positions = self.where.get(key)
         if positions and not self._in_place(rule, positions):
             positions = self.where.get(key)
         if not positions:
-            return False
+            return 0
         del self.where[key]
         policy, where = self.policy, self.where
         for position in sorted(positions, reverse=True) if len(positions) > 1 else positions:
@@ -198,7 +214,7 @@ class PolicyIndex:
                 spots[spots.index(last)] = position
             policy.pop()
         self.length = len(policy)
-        return True
+        return len(positions)
 
 
 def _index_of(assertion) -> PolicyIndex:

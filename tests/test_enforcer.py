@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from authz_migration import api
+from authz_migration import api, role_links
 from authz_migration import enforcer as enforcer_sync
 from authz_migration.models import MigrationRun
 from authz_migration.signals import migration_run_finished
@@ -242,15 +242,15 @@ def test_the_cyclic_collector_rests_while_the_enforcer_learns_a_move(
     over every object of the process (the policy's included) are left out meanwhile
     (``enforcer.collector_paused``). It runs again afterwards, or stays off where the host
     had turned it off."""
-    role_manager = loaded.rm_map["g"]
-    learn = role_manager.add_link
+    assert role_links.handles(loaded.rm_map["g"], loaded.model.model["g"]["g"])
+    link = role_links.Link  # one made per rule the role manager learns
     collector_on = []
 
-    def add_link(*args):
+    def made(*args):
         collector_on.append(gc.isenabled())
-        return learn(*args)
+        return link(*args)
 
-    monkeypatch.setattr(role_manager, "add_link", add_link)
+    monkeypatch.setattr(role_links, "Link", made)
     assert gc.isenabled()
 
     move(forward=True)
