@@ -130,7 +130,7 @@ def _apply(enforcer, added, removed) -> None:
         return
     if role_links.handles(role_manager, assertion):
         role_links.add(role_manager, fresh)
-        role_links.remove(role_manager, present + copies if copies else present)
+        role_links.remove(role_manager, present + copies)
         return
     # pycasbin's own path: one link removed a rule (its managers cannot lose a link twice).
     if fresh:
