@@ -464,3 +464,17 @@ def test_a_row_updated_while_its_batch_moves_keeps_its_new_role(monkeypatch):
     rules = set(casbin_rule_model().objects.values_list("v0", "v1", "v2"))
     assert ("user^ctid0", "role^course_admin", f"course-v1^{PLAIN[0]}") in rules
     assert {("user^ctid0", "role^course_staff", f"course-v1^{c}") for c in PLAIN[1:]} <= rules
+
+
+def test_a_listed_batchs_numbers_are_told_from_its_rules_wherever_the_row_comes():
+    """PostgreSQL's listed batch returns its rules as they are and its numbers as text in a
+    row of their own (sqlmoves._final_select): the numbers come back as integers and the
+    rules untouched, whether the row is last (as PostgreSQL appends) or not, and with no
+    highest key when the range held no rows."""
+    rule = ("user^42", "role^course_staff", "course-v1^course-v1:OrgA+C1+R")
+    for result in ([rule, ("17", "2", "2")], [("17", "2", "2"), rule]):
+        assert sqlmoves._numbers_row(result) == (17, 2, 2)
+        assert result == [rule]
+    empty = [(None, "0", "0")]
+    assert sqlmoves._numbers_row(empty) == (None, 0, 0)
+    assert empty == []
