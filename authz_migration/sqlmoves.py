@@ -516,12 +516,9 @@ def _final_select(counted: str, listed_cte: str, listed: bool) -> str:
 def _numbers_row(result: list) -> tuple:
     """Take the numbers' row out of a listed one-statement result (:func:`_final_select`)
     and return them as integers (the highest key None when the range held no rows). It is
-    the last row as PostgreSQL appends; it is told from a rule by its second column, the
-    batch's row count in digits, where a rule has its role (``role^...``)."""
-    position = len(result) - 1
-    if not result[position][1].isdigit():  # not where it is appended: look for it
-        position = next(i for i, row in enumerate(result) if row[1].isdigit())
-    upper, count, counted = result.pop(position)
+    the last row: PostgreSQL appends a ``UNION ALL``'s branches in order. (Were a rule's
+    row last instead, ``int`` of its text would fail the move, never misread it.)"""
+    upper, count, counted = result.pop()
     return (None if upper is None else int(upper)), int(count), int(counted)
 
 
