@@ -105,26 +105,18 @@ def collector_paused():
 
 def _apply(enforcer, added, removed) -> None:
     """Add and remove the rules in the enforcer's policy and role links."""
-    added = [list(rule) for rule in added]
-    removed = [list(rule) for rule in removed]
     model = enforcer.model
     assertion = model[SECTION][PTYPE]
-    # A rule the loaded policy held twice (casbin_rule has no unique key) has two links; its
-    # second copy goes in ``copies``, for the role manager to drop both.
-    copies = []
     if isinstance(getattr(assertion, "policy", None), list):
         index = _index_of(assertion)
-        fresh = [rule for rule in added if index.add(rule)]
-        present = []
-        for rule in removed:
-            held = index.remove(rule)
-            if held:
-                present.append(rule)
-                if held > 1:
-                    copies.extend([rule] * (held - 1))
+        fresh = index.add(added)
+        # A rule the loaded policy held twice (casbin_rule has no unique key) has two links;
+        # its second copy is in ``copies``, for the role manager to drop both.
+        present, copies = index.remove(removed)
     else:  # not the pycasbin layout this was written for: its public (slower) model API
-        fresh = [rule for rule in added if model.add_policy(SECTION, PTYPE, rule)]
-        present = model.remove_policies_with_effected(SECTION, PTYPE, removed)
+        fresh = [rule for rule in map(list, added) if model.add_policy(SECTION, PTYPE, rule)]
+        present = model.remove_policies_with_effected(SECTION, PTYPE, [*map(list, removed)])
+        copies = []
     role_manager = enforcer.rm_map.get(PTYPE) if enforcer.rm_map else None
     if role_manager is None:
         return
@@ -137,7 +129,7 @@ def _apply(enforcer, added, removed) -> None:
         model.build_incremental_role_links(role_manager, PolicyOp.Policy_add, SECTION, PTYPE, fresh)
     if present:
         model.build_incremental_role_links(
-            role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, present
+            role_manager, PolicyOp.Policy_remove, SECTION, PTYPE, [*map(list, present)]
         )
 
 
@@ -155,6 +147,10 @@ class PolicyIndex:
     so both cost O(1). (pycasbin's own ``policy_map`` is left alone: pycasbin's loading
     does not fill it and nothing in pycasbin reads it.)
 
+    Rules are keyed by their tuple, as the database returns them, and ``keys`` holds the key
+    of each position of the list: a rule is then looked up, and the last rule moved into a
+    hole, without building a tuple of it (a third of a removal's cost).
+
     The index trusts nothing it has not checked: a replaced list (a reload) or a changed
     length (pycasbin's own API) rebuilds it, and so does a rule found out of its place. One
     change it cannot see is ``update_policy`` swapping one "g" rule for another in place
@@ -166,55 +162,76 @@ class PolicyIndex:
 
     def _build(self) -> None:
         self.policy: list = self.assertion.policy
+        self.keys: list[tuple] = [tuple(rule) for rule in self.policy]
         self.where: dict[tuple, list[int]] = {}
-        for position, rule in enumerate(self.policy):
-            self.where.setdefault(tuple(rule), []).append(position)
+        for position, key in enumerate(self.keys):
+            self.where.setdefault(key, []).append(position)
         self.length = len(self.policy)
 
     def current(self) -> bool:
         return self.assertion.policy is self.policy and len(self.policy) == self.length
 
-    def _in_place(self, rule: list, positions: list[int]) -> bool:
-        """Whether ``rule`` sits where the index says; if not, rebuild the index."""
+    def _in_place(self, key: tuple, positions: list[int]) -> bool:
+        """Whether the rule ``key`` sits where the index says; if not, rebuild the index."""
         policy = self.policy
         size = len(policy)
         for position in positions:  # a loop: all() with a generator cost a third of a removal
-            if position >= size or policy[position] != rule:
+            if position >= size or tuple(policy[position]) != key:
                 self._build()
                 return False
         return True
 
-    def add(self, rule: list) -> bool:
-        """Append ``rule`` unless it is there; True when it was appended."""
-        key = tuple(rule)
-        positions = self.where.get(key)
-        if positions and (self._in_place(rule, positions) or key in self.where):
-            return False
-        self.where[key] = [len(self.policy)]
-        self.policy.append(rule)
-        self.length += 1
-        return True
-
-    def remove(self, rule: list) -> int:
-        """Remove every copy of ``rule``; how many there were."""
-        key = tuple(rule)
-        positions = self.where.get(key)
-        if positions and not self._in_place(rule, positions):
-            positions = self.where.get(key)
-        if not positions:
-            return 0
-        del self.where[key]
-        policy, where = self.policy, self.where
-        for position in sorted(positions, reverse=True) if len(positions) > 1 else positions:
-            last = len(policy) - 1
-            if position != last:
-                moved = policy[last]
-                policy[position] = moved
-                spots = where[tuple(moved)]
-                spots[spots.index(last)] = position
-            policy.pop()
+    def add(self, rules) -> list[list]:
+        """Append each of ``rules`` that is not there; return those appended, as the policy
+        holds them (lists)."""
+        policy, keys, where = self.policy, self.keys, self.where
+        fresh = []
+        for rule in rules:
+            key = tuple(rule)  # the rule itself when it is a tuple
+            positions = where.get(key)
+            if positions:
+                if self._in_place(key, positions):
+                    continue
+                keys, where = self.keys, self.where  # rebuilt
+                if key in where:
+                    continue
+            where[key] = [len(policy)]
+            rule = list(key)
+            policy.append(rule)
+            keys.append(key)
+            fresh.append(rule)
         self.length = len(policy)
-        return len(positions)
+        return fresh
+
+    def remove(self, rules) -> tuple[list, list]:
+        """Remove every copy of each of ``rules``. Returns the rules that were there, and
+        each further copy of one (the rule again, once per extra copy)."""
+        policy, keys, where = self.policy, self.keys, self.where
+        present, copies = [], []
+        for rule in rules:
+            key = tuple(rule)
+            positions = where.get(key)
+            if positions and not self._in_place(key, positions):
+                keys, where = self.keys, self.where  # rebuilt
+                positions = where.get(key)
+            if not positions:
+                continue
+            del where[key]
+            for position in sorted(positions, reverse=True) if len(positions) > 1 else positions:
+                last = len(policy) - 1
+                if position != last:
+                    moved = keys[last]
+                    policy[position] = policy[last]
+                    keys[position] = moved
+                    spots = where[moved]
+                    spots[spots.index(last)] = position
+                policy.pop()
+                keys.pop()
+            present.append(rule)
+            if len(positions) > 1:
+                copies.extend([rule] * (len(positions) - 1))
+        self.length = len(policy)
+        return present, copies
 
 
 def _index_of(assertion) -> PolicyIndex:

@@ -243,14 +243,14 @@ def test_the_cyclic_collector_rests_while_the_enforcer_learns_a_move(
     (``enforcer.collector_paused``). It runs again afterwards, or stays off where the host
     had turned it off."""
     assert role_links.handles(loaded.rm_map["g"], loaded.model.model["g"]["g"])
-    link = role_links.Link  # one made per rule the role manager learns
+    learn = role_links.add  # one link made per rule the role manager learns
     collector_on = []
 
-    def made(*args):
-        collector_on.append(gc.isenabled())
-        return link(*args)
+    def learning(role_manager, rules):
+        collector_on.extend(gc.isenabled() for _ in rules)
+        learn(role_manager, rules)
 
-    monkeypatch.setattr(role_links, "Link", made)
+    monkeypatch.setattr(role_links, "add", learning)
     assert gc.isenabled()
 
     move(forward=True)

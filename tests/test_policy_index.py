@@ -44,7 +44,21 @@ def check_consistent(index: PolicyIndex, expected: set[tuple]) -> None:
     assert sorted(map(tuple, policy)) == sorted(expected)
     for position, held in enumerate(policy):
         assert index.where[tuple(held)] == [position]
+        assert index.keys[position] == tuple(held)
     assert set(index.where) == expected
+    assert len(index.keys) == len(policy)
+
+
+def added(index: PolicyIndex, rule_: list[str]) -> bool:
+    appended = index.add([rule_])
+    assert appended in ([], [rule_])
+    return bool(appended)
+
+
+def removed(index: PolicyIndex, rule_: list[str]) -> int:
+    """How many copies of ``rule_`` the index removed."""
+    present, copies = index.remove([tuple(rule_)])  # as the database returns rules
+    return len(present) + len(copies)
 
 
 def test_random_adds_and_removes_keep_list_and_index_in_step(casbin_enforcer):
@@ -55,10 +69,10 @@ def test_random_adds_and_removes_keep_list_and_index_in_step(casbin_enforcer):
     for _ in range(2000):
         candidate = rule(chooser.randrange(260), course=chooser.randrange(7))
         if chooser.random() < 0.5:
-            assert index.add(candidate) == (tuple(candidate) not in expected)
+            assert added(index, candidate) == (tuple(candidate) not in expected)
             expected.add(tuple(candidate))
         else:
-            assert index.remove(candidate) == (tuple(candidate) in expected)
+            assert removed(index, candidate) == (tuple(candidate) in expected)
             expected.discard(tuple(candidate))
     check_consistent(index, expected)
     # pycasbin's own answers agree with the list the index kept
@@ -73,7 +87,7 @@ def test_every_copy_of_a_duplicated_rule_goes(casbin_enforcer):
     assertion.policy.append(rule(5, course=5))
     index = PolicyIndex(assertion)
 
-    assert index.remove(rule(5, course=5)) == 3  # every copy, and says how many
+    assert removed(index, rule(5, course=5)) == 3  # every copy, and says how many
 
     assert rule(5, course=5) not in assertion.policy
     check_consistent(index, {tuple(r) for r in assertion.policy})
@@ -88,7 +102,7 @@ def test_a_reloaded_policy_gets_a_new_index(casbin_enforcer):
 
     rebuilt = enforcer_sync._index_of(assertion_of(casbin_enforcer))
     assert rebuilt is not first
-    assert rebuilt.remove(rule(1)) == 1
+    assert removed(rebuilt, rule(1)) == 1
     assert assertion_of(casbin_enforcer).policy == []
 
 
@@ -98,8 +112,8 @@ def test_a_rule_added_through_pycasbins_api_is_seen(casbin_enforcer):
 
     again = enforcer_sync._index_of(assertion_of(casbin_enforcer))
     assert again is not index  # the length changed: rebuilt
-    assert again.add(rule(999)) is False  # no duplicate
-    assert again.remove(rule(999)) == 1
+    assert added(again, rule(999)) is False  # no duplicate
+    assert removed(again, rule(999)) == 1
     assert rule(999) not in assertion_of(casbin_enforcer).policy
 
 
@@ -109,8 +123,8 @@ def test_a_rule_moved_in_place_behind_the_index_is_found(casbin_enforcer):
     index = enforcer_sync._index_of(assertion)
     assertion.policy.reverse()
 
-    assert index.remove(rule(0, course=0)) == 1
-    assert index.add(rule(1, course=1)) is False  # still there, now elsewhere
+    assert removed(index, rule(0, course=0)) == 1
+    assert added(index, rule(1, course=1)) is False  # still there, now elsewhere
     check_consistent(index, {tuple(r) for r in assertion.policy})
 
 
@@ -126,6 +140,23 @@ def test_building_the_index_happens_once_per_load_not_once_per_move(casbin_enfor
     assertion = assertion_of(casbin_enforcer)
     for n in range(50):
         index = enforcer_sync._index_of(assertion)
-        index.add(rule(1000 + n))
-        index.remove(rule(n))
+        index.add([rule(1000 + n)])
+        index.remove([rule(n)])
     assert len(builds) == 1
+
+
+def test_a_whole_move_at_once_matches_rule_by_rule(casbin_enforcer):
+    """One call per move, as the enforcer follows one: a rule given twice is appended once,
+    a rule absent is passed over, every copy of a duplicated rule is reported."""
+    assertion = assertion_of(casbin_enforcer)
+    assertion.policy.append(rule(3, course=3))  # a second copy of a loaded rule
+    index = PolicyIndex(assertion)
+    fresh = [tuple(rule(500 + n, course=n)) for n in range(5)]
+
+    assert index.add([*fresh, fresh[0], tuple(rule(4, course=4))]) == [*map(list, fresh)]
+    present, copies = index.remove([tuple(rule(3, course=3)), fresh[1], tuple(rule(777))])
+
+    assert present == [tuple(rule(3, course=3)), fresh[1]]
+    assert copies == [tuple(rule(3, course=3))]
+    expected = {tuple(rule(n, course=n % 7)) for n in range(200)} | set(fresh)
+    check_consistent(index, expected - {tuple(rule(3, course=3)), fresh[1]})
