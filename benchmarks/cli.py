@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     report["targets"] = verdicts(report)
     if out and report["targets"]:
         print(
-            f"\n== targets (set for PostgreSQL; this run: {report['environment']['database']},"
+            f"\n== targets (this run: {report['environment']['database']},"
             f" enforcer {args.enforcer}) ==",
             file=out,
         )

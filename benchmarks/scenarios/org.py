@@ -151,7 +151,7 @@ def run_org(
                 flush=True,
             )
     sql.reset()
-    return {"rows": results, "profiles": profiles}
+    return {"rows": results, "profiles": profiles, "enforcer": enforcer}
 
 
 ORG_HEADERS = [
