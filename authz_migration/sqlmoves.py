@@ -50,7 +50,6 @@ from .roles import (
     role_map,
 )
 from .stores import (
-    LegacyRow,
     Selection,
     batch_bound,
     batch_delete,
@@ -892,7 +891,7 @@ def _forward_by_rows(statements: _Forward, listed: bool, expected: int) -> Moved
     # One target per key: equal legacy rows may repeat where no unique key says otherwise.
     fresh = list(dict.fromkeys(tuple(row[5:8]) for row in rows if not row[8]))
     created = insert_casbin(fresh)
-    moved = delete_legacy([LegacyRow(*row[:5]) for row in rows])
+    moved = delete_legacy(rows)  # each row begins with a LegacyRow's five fields
     return Moved(
         moved, created, casbin_added=fresh if listed else [], upper=statements.upper, count=expected
     )

@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
@@ -287,12 +288,13 @@ def insert_legacy(keys: list[LegacyKey]) -> int:
 
 def delete_legacy(rows: list[LegacyRow]) -> int:
     """Delete these legacy rows (by primary key); returns how many the database deleted.
+    ``rows``: :class:`LegacyRow`, or tuples whose first five fields are a LegacyRow's.
 
     On MariaDB and MySQL the rows are locked in the order of the table's unique key (user,
     org, course_id, role) through that key, rather than in primary-key order: see
     :func:`_mysql_delete_in_key_order`."""
     model = legacy_role_model()
-    pks = [row.pk for row in rows]
+    pks = [row[0] for row in rows]
     connection = connections[router.db_for_write(model)]
     if rows and connection.vendor == "mysql" and _has_json_table(connection):
         key = _unique_key(connection, model)
@@ -452,10 +454,14 @@ def _key_order_delete_sql(connection, model, key: dict) -> str:
     )
 
 
+# A legacy row's (user, org, course_id, role), read by position: LegacyRow's fields, and the
+# first five columns of a MariaDB batch's plain rows (sqlmoves), with no LegacyRow built.
+_LEGACY_KEY_OF = itemgetter(1, 2, 3, 4)
+
+
 def _key_order_param(rows: list[LegacyRow]) -> str:
     """The rows' primary keys as a JSON array, in the order of their keys as read."""
-    ordered = sorted(rows, key=lambda row: (row.user_id, row.org, row.course_id, row.role))
-    return json.dumps([row.pk for row in ordered])
+    return json.dumps([row[0] for row in sorted(rows, key=_LEGACY_KEY_OF)])
 
 
 def _pk_lookup_delete_sql(connection, model) -> str:
