@@ -62,7 +62,7 @@ def add(role_manager, rules) -> None:
             built[domain].add_link(user, role, domain)
 
 
-def remove(role_manager, rules: list[list[str]]) -> None:
+def remove(role_manager, rules) -> None:
     """Unlink each rule's user from its role in its domain: one copy of the link each, the
     first, as pycasbin removes it. A rule given twice (the policy held it twice) loses two."""
     links_of = role_manager.all_links

@@ -9,6 +9,8 @@ the scan is cheapest, is the trap.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -112,6 +114,31 @@ def test_legacy_delete_looks_up_each_row_by_the_unique_key(shape):
     assert (by_key["type"], by_key["key"]) == ("eq_ref", unique_key_name()), plan
     assert stores.delete_legacy(rows) == len(rows)
     assert model.objects.filter(pk__in=[row.pk for row in rows]).count() == 0
+
+
+def test_a_database_batch_deletes_its_rows_in_unique_key_order():
+    """The forward batch the database moves hands its plain rows, as read, to the key-order
+    DELETE (docs/decisions/0011): its parameter lists them by (user, org, course_id, role),
+    not by primary key. Rows are written so that the two orders differ."""
+    people = make_users("ko", 3)
+    model = legacy_role_model()
+    for course in ("C2", "C1"):
+        for user in reversed(people):
+            model.objects.create(
+                user=user, org="KeyOrg", course_id=f"course-v1:KeyOrg+{course}+R", role="staff"
+            )
+    rows = sorted(model.objects.values_list("user_id", "org", "course_id", "pk"))
+    in_key_order = [pk for *_, pk in rows]
+    assert in_key_order != sorted(in_key_order)
+
+    with CaptureQueriesContext(connection) as queries:
+        done = sqlmoves.forward(
+            stores.Selection(org="KeyOrg"), sqlmoves.Rule(), sqlmoves.Span(None, 5000, None), False
+        )
+
+    assert done is not None and done.moved == len(rows)
+    [delete] = [q["sql"] for q in queries if q["sql"].startswith("DELETE d FROM JSON_TABLE")]
+    assert delete.split("'")[1] == json.dumps(in_key_order)
 
 
 @pytest.mark.parametrize("rows, share", [(10, 1), (600, 1), (600, 3), (1600, 8), (30000, 6)])
