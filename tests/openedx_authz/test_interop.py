@@ -204,3 +204,24 @@ def test_a_rule_whose_openedx_authz_key_would_not_fit_stays_and_is_reported():
     assert outcome.metadata["could_not_move"]["value_too_long"]["count"] == 1
     assert legacy_role_model().objects.filter(course_id=course).count() == 1
     assert not CasbinRule.objects.filter(v0=f"user^{name}").exists()
+
+
+def test_a_move_links_the_subject_and_scope_openedx_authz_already_has():
+    """A user's existing subject, and a course's scope written before openedx-authz kept
+    scope keys (found through its course overview only), are the ones the moved rule gets."""
+    from openedx_authz.models.scopes import CourseScope
+
+    from tests.openedx_authz.stubs.models import CourseOverview
+
+    scope = CourseScope.objects.create(course_overview=CourseOverview.objects.create(id=A1))
+    CourseScope.objects.filter(pk=scope.pk).update(external_key=None)
+    subject = UserSubject.objects.create(user=get_user_model().objects.create(username="kept"))
+    grant("kept", A1, "staff")
+
+    api.migrate_course(A1, forward=True, force=True)
+
+    extended = ExtendedCasbinRule.objects.get(casbin_rule__v0="user^kept")
+    assert (extended.scope_id, extended.subject_id) == (scope.pk, subject.pk)
+    assert CourseScope.objects.count() == 1
+    assert UserSubject.objects.count() == 1
+    assert allowed("kept", A1) == GRANTS[EQUIVALENCES["staff"]]
