@@ -40,7 +40,7 @@ from benchmarks.scenarios.org import org_check, print_org, run_org
 from benchmarks.scenarios.sync_all import print_sync, run_sync_all, sync_in_child
 from benchmarks.scenarios.toggle import print_toggle, run_toggle
 from benchmarks.sql import Sql
-from benchmarks.targets import verdicts
+from benchmarks.targets import server_name, verdicts
 
 warnings.filterwarnings(
     # casbin_adapter's AppConfig.ready() queries django_migrations; nothing to act on here.
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     report["targets"] = verdicts(report)
     if out and report["targets"]:
         print(
-            f"\n== targets (this run: {report['environment']['database']},"
+            f"\n== targets (this run: {server_name(report['environment']['database'])},"
             f" enforcer {args.enforcer}) ==",
             file=out,
         )

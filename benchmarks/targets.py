@@ -26,6 +26,13 @@ TARGETS = {
 
 MIB_PER_MB = 1.048576
 
+# Django's vendor names, as the targets are keyed, by the servers' own names.
+SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB/MySQL", "sqlite": "SQLite"}
+
+
+def server_name(vendor: str) -> str:
+    return SERVER_NAMES.get(vendor, vendor)
+
 
 def mark(ok: bool) -> str:
     return "met" if ok else "MISSED"
@@ -81,15 +88,14 @@ def verdicts(report: dict, targets: dict = TARGETS) -> list[str]:
     if sync:
         database = report["environment"]["database"]
         least = t["sync_min_rows_per_second"].get(database)
+        server = server_name(database)
         if least is None:
-            lines.append(
-                f"sync --all: {sync['rows_per_second']:,} rows/s (no target on {database})"
-            )
+            lines.append(f"sync --all: {sync['rows_per_second']:,} rows/s (no target on {server})")
         else:
             fast = (sync["rows_per_second"] or 0) >= least and sync["ok"]
             lines.append(
                 f"sync --all: {sync['rows_per_second']:,} rows/s over {sync['moved']:,} rows "
-                f"(target on {database}: >= {least:,}): {mark(fast)}"
+                f"(target on {server}: >= {least:,}): {mark(fast)}"
             )
         most = t["sync_max_peak_rss_mb"]
         lines.append(

@@ -117,6 +117,6 @@ def sync_verdict(database: str, rows_per_second: int) -> str:
 
 
 def test_sync_all_is_judged_by_its_databases_target():
-    assert sync_verdict("postgresql", 61000).endswith("(target on postgresql: >= 100,000): MISSED")
-    assert sync_verdict("mysql", 61000).endswith("(target on mysql: >= 60,000): met")
-    assert sync_verdict("sqlite", 61000) == "sync --all: 61,000 rows/s (no target on sqlite)"
+    assert sync_verdict("postgresql", 61000).endswith("(target on PostgreSQL: >= 100,000): MISSED")
+    assert sync_verdict("mysql", 61000).endswith("(target on MariaDB/MySQL: >= 60,000): met")
+    assert sync_verdict("sqlite", 61000) == "sync --all: 61,000 rows/s (no target on SQLite)"
