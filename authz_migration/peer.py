@@ -142,43 +142,16 @@ def _course_of(scope: str) -> str | None:
 def _look_up(names: set[str], courses: set[str]):
     """In one query: username -> [user id, its UserSubject's id or None] for the users that
     exist, and course key -> CourseScope id for the scopes that exist, found by their key or
-    (scopes written before openedx-authz kept the key) by their linked course overview.
-
-    Written as SQL with the lists as parameters (on PostgreSQL one text each, split by the
-    server: ``stores._array_param``): through the ORM, its ``__in`` lookups prepared each
-    value in Python, a third of a 5,000-rule batch's side-row work."""
-    users = get_user_model()
-    user_subject, course_scope = _model("UserSubject"), _model("CourseScope")
-    connection = _connection(course_scope)
-    q = connection.ops.quote_name
-    name_field = users._meta.get_field(users.USERNAME_FIELD)
-    overview = course_scope._meta.get_field("course_overview")
-    key_field = course_scope._meta.get_field("external_key")
-    scope_ptr = course_scope._meta.pk
-    subject_ptr, subject_user = user_subject._meta.pk, user_subject._meta.get_field("user")
-    user_pk, name = q(users._meta.pk.column), q(name_field.column)
-    key_column, link_column = f"s.{q(key_field.column)}", f"c.{q(overview.column)}"
-    named, named_params = _one_of(connection, f"u.{name}", name_field, names)
-    keyed, keyed_params = _one_of(connection, key_column, key_field, courses)
-    linked, linked_params = _one_of(connection, link_column, overview, courses)
-    sql = (
-        f"SELECT 'u', u.{name}, u.{user_pk}, MIN(us.{q(subject_ptr.column)}), NULL "  # noqa: S608 (identifiers only)
-        f"FROM {q(users._meta.db_table)} u LEFT JOIN {q(user_subject._meta.db_table)} us "
-        f"ON us.{q(subject_user.column)} = u.{user_pk} WHERE {named} "
-        f"GROUP BY u.{user_pk}, u.{name} "
-        f"UNION ALL SELECT 'c', {key_column}, s.{q(scope_ptr.target_field.column)}, NULL, "
-        f"{link_column} "
-        f"FROM {q(course_scope._meta.db_table)} c "
-        f"JOIN {q(scope_ptr.related_model._meta.db_table)} s "
-        f"ON s.{q(scope_ptr.target_field.column)} = c.{q(scope_ptr.column)} "
-        f"WHERE {keyed} OR {linked}"
-    )
-    params = [*named_params, *keyed_params, *linked_params]
+    (scopes written before openedx-authz kept the key) by their linked course overview."""
+    connection = _connection(_model("CourseScope"))
     found_users: dict[str, list] = {}
     by_key: dict[str, int] = {}
     by_link: dict[str, int] = {}
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(
+            _look_up_sql(connection, names, courses),
+            [*_in_params(connection, names), *_in_params(connection, courses) * 2],
+        )
         rows = cursor.fetchall()
     for kind, key, pk, subject, linked in rows:
         if kind == "u":
@@ -192,11 +165,48 @@ def _look_up(names: set[str], courses: set[str]):
     return found_users, {**by_link, **by_key}
 
 
-def _one_of(connection, column: str, model_field, values) -> tuple[str, list]:
-    """``column`` is one of ``values`` (SQL and parameters); false when there are none."""
-    if not values:
-        return "1 = 0", []
-    return f"{column} {_in_sql(connection, model_field, values)}", _in_params(connection, values)
+def _look_up_sql(connection, names: set[str], courses: set[str]) -> str:
+    """The query of :func:`_look_up`: the users by name with their subjects, then the course
+    scopes by key or by course overview; its parameters are the names' list, then the
+    courses' twice. SQL with the lists as parameters (on PostgreSQL one text each, split by
+    the server: ``stores._array_param``): through the ORM, its ``__in`` lookups prepared each
+    value in Python, a third of a 5,000-rule batch's side-row work."""
+    users = get_user_model()
+    user_subject, course_scope = _model("UserSubject"), _model("CourseScope")
+    name_field = users._meta.get_field(users.USERNAME_FIELD)
+    overview = course_scope._meta.get_field("course_overview")
+    key_field = course_scope._meta.get_field("external_key")
+    scope_ptr = course_scope._meta.pk
+    user_pk = _name_sql(connection, users._meta.pk.column)
+    name = _name_sql(connection, name_field.column)
+    scope_pk = _name_sql(connection, scope_ptr.target_field.column)
+    subject_pk = _name_sql(connection, user_subject._meta.pk.column)
+    subject_user = _name_sql(connection, user_subject._meta.get_field("user").column)
+    key = f"s.{_name_sql(connection, key_field.column)}"
+    link = f"c.{_name_sql(connection, overview.column)}"
+    return (
+        f"SELECT 'u', u.{name}, u.{user_pk}, MIN(us.{subject_pk}), NULL "  # noqa: S608 (identifiers only)
+        f"FROM {_name_sql(connection, users._meta.db_table)} u "
+        f"LEFT JOIN {_name_sql(connection, user_subject._meta.db_table)} us "
+        f"ON us.{subject_user} = u.{user_pk} "
+        f"WHERE u.{name} {_any_of_sql(connection, name_field, names)} "
+        f"GROUP BY u.{user_pk}, u.{name} "
+        f"UNION ALL SELECT 'c', {key}, s.{scope_pk}, NULL, {link} "
+        f"FROM {_name_sql(connection, course_scope._meta.db_table)} c "
+        f"JOIN {_name_sql(connection, scope_ptr.related_model._meta.db_table)} s "
+        f"ON s.{scope_pk} = c.{_name_sql(connection, scope_ptr.column)} "
+        f"WHERE {key} {_any_of_sql(connection, key_field, courses)} "
+        f"OR {link} {_any_of_sql(connection, overview, courses)}"
+    )
+
+
+def _any_of_sql(connection, model_field, values) -> str:
+    """``= ANY(...)``/``IN (...)`` for ``values`` (parameters: ``stores._in_params``); with
+    no values, a test that matches nothing (an empty ``IN ()`` is not SQL; PostgreSQL's
+    ``= ANY`` of an empty array is, and is false)."""
+    if not values and connection.vendor != "postgresql":
+        return "IN (NULL)"
+    return _in_sql(connection, model_field, values)
 
 
 def _subjects_for(found: dict[str, list]) -> dict[str, int]:
@@ -246,12 +256,12 @@ def _existing_overviews(keys: list[str]) -> set[str]:
     (opaque-keys), a fifth of the side-row work of a batch of new courses."""
     overview = _model("CourseScope")._meta.get_field("course_overview").target_field
     connection = _connection(overview.model)
-    q = connection.ops.quote_name
-    found, params = _one_of(connection, q(overview.column), overview, keys)
+    column = connection.ops.quote_name(overview.column)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {q(overview.column)} FROM {q(overview.model._meta.db_table)} WHERE {found}",  # noqa: S608 (identifiers only)
-            params,
+            f"SELECT {column} FROM {connection.ops.quote_name(overview.model._meta.db_table)} "  # noqa: S608 (identifiers only)
+            f"WHERE {column} {_any_of_sql(connection, overview, keys)}",
+            _in_params(connection, keys),
         )
         return {str(key) for (key,) in cursor.fetchall()}
 
