@@ -10,7 +10,7 @@ openedx-authz's own schema), prints
   move: openedx-authz reloads its whole policy at that check, against a check without
   reload.
 
-Section ``org`` (PostgreSQL): ``api.migrate_org(org, forward, force=True)`` on an org of N
+Section ``org``: ``api.migrate_org(org, forward, force=True)`` on an org of N
 legacy roles (5 a course, N/5 users, beside another org of N), forward then back, against
 the floor of ``benchmarks/side_floor.py`` on identical freshly seeded data (the plain
 floor's two statements plus the side rows, set based), passes alternating, the fastest of
@@ -260,11 +260,11 @@ def main(argv=None) -> int:
 
     ok = True
     if args.only != "toggle":
-        if connection.vendor == "postgresql":
-            print(f"org moves beside openedx-authz: fastest of {args.repeat} passes each")
-            ok = print_org(run_org(args.org_sizes, args.repeat))
-        else:
-            print(f"org section: PostgreSQL only (benchmarks/side_floor.py): {connection.vendor}")
+        print(
+            f"database: {connection.vendor}; org moves beside openedx-authz: fastest of "
+            f"{args.repeat} passes each"
+        )
+        ok = print_org(run_org(args.org_sizes, args.repeat))
     if args.only == "org":
         return 0 if ok else 1
     print(f"database: {connection.vendor}; toggles: median of {args.reps}, 5 roles")

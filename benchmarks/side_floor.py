@@ -1,4 +1,4 @@
-"""The floor of an org move beside openedx-authz (PostgreSQL): the benchmark's set-based move
+"""The floor of an org move beside openedx-authz: the benchmark's set-based move
 (:meth:`benchmarks.sql.Sql.floor_forward` / ``floor_rollback``) plus the side rows that
 openedx-authz's assignment API writes and removes, written set based, as the app writes them
 (``authz_migration/peer.py``): forward, a ``Subject``/``UserSubject`` for each user and a
@@ -6,9 +6,11 @@ openedx-authz's assignment API writes and removes, written set based, as the app
 and a ``created`` audit row per rule; back, a ``deleted`` audit row per rule and the extended
 rules removed before their rules. Like the plain floor it checks and records nothing.
 
-PostgreSQL only: the parent rows of openedx-authz's multi-table models (``Subject``,
-``Scope``) get their ids from their sequence inside the statement that writes the child rows
-(a CTE read twice is computed once), which has no set-based equal on SQLite or MariaDB."""
+The parent rows of openedx-authz's multi-table models (``Subject``, ``Scope``) need ids that
+the child rows then name. PostgreSQL draws them from the parent's sequence in the one
+statement that writes both (a CTE read twice is computed once); SQLite and MariaDB number
+them after the parent's highest id in a temporary table, then write parents and children
+from it."""
 
 from __future__ import annotations
 
@@ -23,8 +25,6 @@ class SideFloor:
     def __init__(self, sql: Sql):
         from django.apps import apps
 
-        if sql.vendor != "postgresql":
-            raise ValueError("the floor beside openedx-authz is written for PostgreSQL only")
         self.sql = sql
         q = sql.q
 
@@ -38,8 +38,19 @@ class SideFloor:
         self.side_tables += [self.course_scope, self.scope]
 
     def reset(self) -> None:
-        """Empty openedx-authz's side tables too (``Sql.reset`` knows only the app's)."""
-        self.sql.execute(f"TRUNCATE {', '.join(self.side_tables)} RESTART IDENTITY CASCADE")
+        """Empty openedx-authz's side tables too (``Sql.reset`` knows only the app's), children
+        first; then the app's."""
+        tables = self.side_tables
+        if self.sql.vendor == "postgresql":
+            self.sql.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        elif self.sql.vendor == "mysql":
+            self.sql.execute(
+                "SET FOREIGN_KEY_CHECKS = 0",
+                *[f"TRUNCATE TABLE {t}" for t in tables],
+                "SET FOREIGN_KEY_CHECKS = 1",
+            )
+        else:  # SQLite: its sequences go with Sql.reset's
+            self.sql.execute(*[f"DELETE FROM {t}" for t in tables])
         self.sql.reset()
 
     @staticmethod
@@ -53,15 +64,26 @@ class SideFloor:
         return f"r.course_id LIKE 'course-v1:{org}+%' AND r.role IN ({roles})"
 
     def _with_ids(self, keys: str, parent: tuple[str, str, str], child: tuple[str, str, str]):
-        """One statement: an id from the parent table's sequence for each row of ``keys`` (a
-        query of one column ``k``), then the parent rows and the child rows, each given as
-        (table, columns, values over ``k`` and the id ``pid``)."""
-        sequence = f"pg_get_serial_sequence('{parent[0].strip(chr(34))}', 'id')"
-        return (
-            f"WITH need AS (SELECT k, nextval({sequence}) AS pid FROM ({keys}) t), "
-            f"parents AS (INSERT INTO {parent[0]} ({parent[1]}) SELECT {parent[2]} FROM need) "
-            f"INSERT INTO {child[0]} ({child[1]}) SELECT {child[2]} FROM need"
-        )
+        """Statements that give each row of ``keys`` (a query of one column ``k``) a new id
+        ``pid`` of the parent table, then write the parent rows and the child rows, each
+        given as (table, columns, values over ``k`` and ``pid``)."""
+        if self.sql.vendor == "postgresql":
+            sequence = f"pg_get_serial_sequence('{parent[0].strip(chr(34))}', 'id')"
+            return [
+                f"WITH need AS (SELECT k, nextval({sequence}) AS pid FROM ({keys}) t), "
+                f"parents AS (INSERT INTO {parent[0]} ({parent[1]}) SELECT {parent[2]} FROM need) "
+                f"INSERT INTO {child[0]} ({child[1]}) SELECT {child[2]} FROM need"
+            ]
+        need = self.sql.q("authz_bench_need")
+        temporary = "TEMPORARY TABLE" if self.sql.vendor == "mysql" else "TEMP TABLE"
+        return [
+            f"CREATE {temporary} {need} AS SELECT k, "
+            f"(SELECT COALESCE(MAX(id), 0) FROM {parent[0]}) + ROW_NUMBER() OVER (ORDER BY k) "
+            f"AS pid FROM ({keys}) t",
+            f"INSERT INTO {parent[0]} ({parent[1]}) SELECT {parent[2]} FROM {need}",
+            f"INSERT INTO {child[0]} ({child[1]}) SELECT {child[2]} FROM {need}",
+            f"DROP {'TEMPORARY TABLE' if self.sql.vendor == 'mysql' else 'TABLE'} {need}",
+        ]
 
     def forward(self, org: str) -> list[str]:
         insert_rules, delete_legacy = self.sql.floor_forward(org)
@@ -80,10 +102,11 @@ class SideFloor:
             (self.scope, "id, external_key", "pid, k"),
             (self.course_scope, "scope_ptr_id, course_overview_id", "pid, NULL"),
         )
+        key = self.sql.concat("'g,'", "c.v0", "','", "c.v1", "','", "c.v2", "','")
         extended = (
             f"INSERT INTO {self.extended} (casbin_rule_key, casbin_rule_id, created_at, "
             f"updated_at, scope_id, subject_id) "
-            f"SELECT 'g,' || c.v0 || ',' || c.v1 || ',' || c.v2 || ',', c.id, now(), now(), "
+            f"SELECT {key}, c.id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, "
             f"s.id, us.subject_ptr_id FROM {self.sql.casbin} c "
             f"JOIN {self.scope} s ON s.external_key = SUBSTR(c.v2, 11) "
             f"JOIN {self.sql.users} u ON u.username = SUBSTR(c.v0, 6) "
@@ -91,7 +114,7 @@ class SideFloor:
             f"AND NOT EXISTS (SELECT 1 FROM {self.extended} e WHERE e.casbin_rule_id = c.id)"
         )
         audit = self._audit("created", org)
-        return [insert_rules, subjects, scopes, extended, audit, delete_legacy]
+        return [insert_rules, *subjects, *scopes, extended, audit, delete_legacy]
 
     def rollback(self, org: str) -> list[str]:
         insert_legacy, delete_rules = self.sql.floor_rollback(org)
@@ -103,8 +126,9 @@ class SideFloor:
 
     def _audit(self, operation: str, org: str) -> str:
         return (
-            f"INSERT INTO {self.audit} (operation, subject, role, scope, actor_id, timestamp) "
-            f"SELECT '{operation}', c.v0, c.v1, c.v2, NULL, now() FROM {self.sql.casbin} c "
+            f"INSERT INTO {self.audit} (operation, subject, role, scope, actor_id, "
+            f"{self.sql.q('timestamp')}) SELECT '{operation}', c.v0, c.v1, c.v2, NULL, "
+            f"CURRENT_TIMESTAMP FROM {self.sql.casbin} c "
             f"WHERE {self._rules(org)}"
         )
 

@@ -5,17 +5,13 @@ writes and removes: the ratio it prints compares equal work (issue 18)."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from authz_migration import api
 from benchmarks.fixtures import ORG, OTHER_ORG
 from benchmarks.scenarios.org import seed_org_case
 from benchmarks.side_floor import SideFloor
 from benchmarks.sql import Sql
-
-pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="the floor's side rows are PostgreSQL SQL"
-)
 
 ROLES = 60  # 12 courses of 5 roles, 12 users
 
