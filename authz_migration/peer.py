@@ -286,7 +286,10 @@ def _insert_extensions(lacking, subjects: dict[str, int], scopes: dict[str, int]
 
 def _audit(operation: str, rules: list[CasbinKey]) -> None:
     constants = {"operation": operation, "actor_id": _actor.get(), "timestamp": timezone.now()}
-    _insert_rows(_model("RoleAssignmentAudit"), ("subject", "role", "scope"), rules, constants)
+    # On MariaDB/MySQL as one JSON document (stores._json_insert_sql): the audit table has
+    # no unique key and no foreign key, so the insert never waits on a row.
+    audit = _model("RoleAssignmentAudit")
+    _insert_rows(audit, ("subject", "role", "scope"), rules, constants, as_json=True)
 
 
 # --- rollback: remove what openedx-authz's unassignment removes -----------------------------

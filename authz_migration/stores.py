@@ -696,11 +696,12 @@ def _json_insert_sql(connection, model, field_names: tuple[str, ...], constants:
     value in Python, one call each: about a third of a 25,000-row move's time;
     ``json.dumps`` is one call, in C. Each value is read as its column's own type.
 
-    For ``casbin_rule`` only. An ``INSERT ... SELECT`` holds the table's AUTO-INC lock
-    until it ends (``innodb_autoinc_lock_mode`` 1, the default), and an insert into the
-    legacy table can wait for a row lock on its unique key while holding it: another insert
-    of that table would then queue behind a wait, and could close a circle. ``casbin_rule``
-    has no unique key, so its inserts never wait on a row."""
+    Only for tables whose inserts never wait on a row: ``casbin_rule`` and openedx-authz's
+    audit table (no unique key, no foreign key). An ``INSERT ... SELECT`` holds the table's
+    AUTO-INC lock until it ends (``innodb_autoinc_lock_mode`` 1, the default), and an insert
+    into the legacy table (or openedx-authz's extended rules, with their unique keys and
+    foreign keys) can wait for a row lock while holding it: another insert of that table
+    would then queue behind a wait, and could close a circle."""
     ops = connection.ops
     table = ops.quote_name(model._meta.db_table)
     columns = ", ".join(ops.quote_name(_column(model, name)) for name in (*field_names, *constants))
