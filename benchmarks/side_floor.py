@@ -38,19 +38,8 @@ class SideFloor:
         self.side_tables += [self.course_scope, self.scope]
 
     def reset(self) -> None:
-        """Empty openedx-authz's side tables too (``Sql.reset`` knows only the app's), children
-        first; then the app's."""
-        tables = self.side_tables
-        if self.sql.vendor == "postgresql":
-            self.sql.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-        elif self.sql.vendor == "mysql":
-            self.sql.execute(
-                "SET FOREIGN_KEY_CHECKS = 0",
-                *[f"TRUNCATE TABLE {t}" for t in tables],
-                "SET FOREIGN_KEY_CHECKS = 1",
-            )
-        else:  # SQLite: its sequences go with Sql.reset's
-            self.sql.execute(*[f"DELETE FROM {t}" for t in tables])
+        """Empty openedx-authz's side tables too (``Sql.reset`` knows only the app's)."""
+        self.sql.empty(self.side_tables)
         self.sql.reset()
 
     @staticmethod
@@ -75,14 +64,16 @@ class SideFloor:
                 f"INSERT INTO {child[0]} ({child[1]}) SELECT {child[2]} FROM need"
             ]
         need = self.sql.q("authz_bench_need")
-        temporary = "TEMPORARY TABLE" if self.sql.vendor == "mysql" else "TEMP TABLE"
+        temporary = "TEMPORARY" if self.sql.vendor == "mysql" else "TEMP"
         return [
-            f"CREATE {temporary} {need} AS SELECT k, "
+            f"CREATE {temporary} TABLE {need} AS SELECT k, "
             f"(SELECT COALESCE(MAX(id), 0) FROM {parent[0]}) + ROW_NUMBER() OVER (ORDER BY k) "
             f"AS pid FROM ({keys}) t",
             f"INSERT INTO {parent[0]} ({parent[1]}) SELECT {parent[2]} FROM {need}",
             f"INSERT INTO {child[0]} ({child[1]}) SELECT {child[2]} FROM {need}",
-            f"DROP {'TEMPORARY TABLE' if self.sql.vendor == 'mysql' else 'TABLE'} {need}",
+            # MariaDB: only DROP TEMPORARY TABLE leaves the transaction open; SQLite has no
+            # such form (its temporary table hides any other of that name).
+            f"DROP {'TEMPORARY ' if self.sql.vendor == 'mysql' else ''}TABLE {need}",
         ]
 
     def forward(self, org: str) -> list[str]:

@@ -85,19 +85,24 @@ class Sql:
 
     def reset(self) -> None:
         """Empty every table the benchmark fills (fresh tables, identities restarted)."""
-        tables = ", ".join(self.q(t) for t in self.reset_tables)
+        self.empty([self.q(t) for t in self.reset_tables])
+        if self.vendor == "sqlite":
+            if self.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'sqlite_sequence'"):
+                self.execute("DELETE FROM sqlite_sequence")
+
+    def empty(self, tables: list[str]) -> None:
+        """Empty ``tables`` (quoted names, children before parents); on PostgreSQL and
+        MariaDB their identities restart (SQLite's sequences: :meth:`reset`)."""
         if self.vendor == "postgresql":
-            self.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            self.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
         elif self.vendor == "mysql":
             self.execute(
                 "SET FOREIGN_KEY_CHECKS = 0",
-                *[f"TRUNCATE TABLE {self.q(t)}" for t in self.reset_tables],
+                *[f"TRUNCATE TABLE {t}" for t in tables],
                 "SET FOREIGN_KEY_CHECKS = 1",
             )
         else:
-            self.execute(*[f"DELETE FROM {self.q(t)}" for t in self.reset_tables])
-            if self.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'sqlite_sequence'"):
-                self.execute("DELETE FROM sqlite_sequence")
+            self.execute(*[f"DELETE FROM {t}" for t in tables])
 
     def analyze(self) -> None:
         """Fresh planner statistics, as a live site would have (never timed)."""

@@ -92,3 +92,25 @@ def test_a_hundred_times_more_roles_cost_no_more_queries():
     assert big_back_queries == small_back_queries
     audit = RoleAssignmentAudit.objects.values_list("operation", flat=True)
     assert sorted(set(audit)) == ["created", "deleted"] and len(audit) == 2 * 1010
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MariaDB/MySQL's insert forms")
+def test_on_mariadb_audit_rows_go_as_one_json_insert_and_extended_rules_as_values():
+    """The audit table (no unique or foreign key) takes one JSON document, whose INSERT ...
+    SELECT holds the table's AUTO-INC lock but never waits on a row; the extended rules
+    (unique and foreign keys) keep multi-row VALUES, which take no such lock
+    (stores._json_insert_sql, docs/decisions/0011)."""
+    seed(COURSE, 3)
+
+    def inserts(forward):
+        with CaptureQueriesContext(connection) as queries:
+            api.migrate_org("OrgA", forward=forward, force=True)
+        return [q["sql"] for q in queries if "INSERT INTO `openedx_authz_" in q["sql"]]
+
+    forward = inserts(True)
+    [created] = [q for q in forward if "roleassignmentaudit" in q]
+    [extended] = [q for q in forward if "extendedcasbinrule" in q]
+    [deleted] = [q for q in inserts(False) if "roleassignmentaudit" in q]
+    assert "JSON_TABLE" in created and "JSON_TABLE" in deleted
+    assert "JSON_TABLE" not in extended and " VALUES " in extended
+    assert RoleAssignmentAudit.objects.count() == 2 * 3 * len(ROLES)
