@@ -128,7 +128,7 @@ def _forced_keys(model, key_field: str, keys: set[str] | None = None, **filters)
     )
     states: dict[str, bool] = {}
     seen: set[str] = set()
-    for flag, key, enabled, choice in rows.iterator():
+    for flag, key, enabled, choice in _fetch(rows, narrowed=bool(filters)):
         key = str(key)
         if flag != name or key in seen or (keys is not None and key not in keys):
             continue
@@ -137,6 +137,15 @@ def _forced_keys(model, key_field: str, keys: set[str] | None = None, **filters)
         if state is not None:
             states[key] = state
     return states
+
+
+def _fetch(rows, narrowed: bool):
+    """The rows of an override history read: a read of the whole history is streamed
+    (``iterator()``: a server-side cursor on PostgreSQL, so the history is never in memory at
+    once); a read narrowed to some orgs or courses fits in memory and is fetched in one round
+    trip, where PostgreSQL's cursor takes three (DECLARE, FETCH, CLOSE): a cutover makes a
+    few such reads for every org it releases."""
+    return rows.iterator() if not narrowed else rows
 
 
 def current_org_rows(orgs: set[str] | None = None) -> dict[str, tuple[bool, str, str]]:
@@ -152,7 +161,7 @@ def current_org_rows(orgs: set[str] | None = None) -> dict[str, tuple[bool, str,
         .values_list("waffle_flag", "org", "enabled", "override_choice", "note")
     )
     current: dict[str, tuple[bool, str, str]] = {}
-    for flag, org, enabled, choice, note in rows.iterator():
+    for flag, org, enabled, choice, note in _fetch(rows, narrowed=orgs is not None):
         org = str(org)
         if flag != name or org in current or (orgs is not None and org not in orgs):
             continue

@@ -101,6 +101,26 @@ def hold(org: str | None, *, instance: bool = False, wait: bool = True) -> None:
         acquire(keys, instance=instance, wait=False)
 
 
+def hold_orgs(orgs: Iterable[str]) -> None:
+    """:func:`hold` for many orgs at once (the cutover pins every org): their lock rows
+    created first, on a connection of their own, then locked in key order by one statement,
+    until the caller's transaction ends. Where the rows locked fall short of the orgs (orgs
+    that the collation makes one row, MariaDB's ``OrgA`` and ``orga``, or a row gone
+    meanwhile), each org is held by :func:`hold` in turn: creating a row from the second
+    connection while this one holds its look-alike would wait on our own lock."""
+    keys = sorted({org_lock_key(org) for org in orgs})
+    if not keys:
+        return
+    ensure_lock_rows([INSTANCE, *keys])
+    connection = connections[router.db_for_write(ScopeLock)]
+    if connection.vendor == "sqlite":
+        _lock_sqlite(connection)
+        return
+    if len(_lock_rows(connection, keys, instance=False, wait=True)) < len(keys) + 1:
+        for key in keys:
+            hold(key.removeprefix(org_lock_key("")))
+
+
 def acquire(org_keys: Iterable[str] = (), *, instance: bool = False, wait: bool = True) -> None:
     """Lock ``instance`` (exclusively when ``instance`` is True, else shared) and the given
     org keys exclusively, in a fixed order. Must run inside ``transaction.atomic()``.

@@ -18,8 +18,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
-from authz_migration import api, cutover, flags, moves, pins
+from authz_migration import api, cutover, flags, guard, moves, pins
 from authz_migration.conf import legacy_role_model, org_override_model
 from authz_migration.models import MigrationRun
 from tests.helpers import (
@@ -274,6 +275,33 @@ def test_a_global_flip_pins_the_orgs_it_would_strand_and_moves_nothing(instance,
     assert steps[0].detail["pin"] == []
     assert [s.org for s in steps if s.kind == "released"] == ["OrgA", "OrgB", "OrgC"]
     assert api.verify(everything=True).drift == []
+
+
+def test_pins_lock_and_read_their_orgs_together_a_chunk_at_a_time(
+    instance, org_override, monkeypatch
+):
+    """Pinning many orgs costs a lock statement and a read per chunk of orgs, plus each pin's
+    own save: not three statements an org. Orgs whose newest row is enabled stay unpinned."""
+    monkeypatch.setattr(pins, "PIN_CHUNK", 2)
+    org_override("OrgC", "on", note="operator")
+    orgs = ["OrgA", "OrgB", "OrgC", "OrgE", "OrgF"]  # chunks: A B | C E | F
+    # As after the orgs' first moves: a missing lock row costs the chunk a second lock.
+    guard.ensure_lock_rows([guard.INSTANCE, *(guard.org_lock_key(org) for org in orgs)])
+    with CaptureQueriesContext(connection) as ctx, transaction.atomic():
+        pinned = pins.pin_orgs(orgs, False, "test")
+    statements = [q["sql"] for q in ctx.captured_queries]
+    table = org_override_model()._meta.db_table
+
+    def count(start: str, word: str = "") -> int:
+        return sum(1 for s in statements if s.startswith(start) and word in s)
+
+    assert pinned == ["OrgA", "OrgB", "OrgE", "OrgF"]
+    assert count("INSERT INTO", table) == 4  # one save per pin
+    assert count("SELECT", table) == 3  # one read of the newest rows per chunk
+    if connection.vendor != "sqlite":  # SQLite's lock is its single writer
+        assert count("SELECT", "FOR UPDATE") == 3
+    assert [newest(org)[0] for org in orgs] == [True] * 5
+    assert not flags.org_effective_state("OrgA").enabled  # held on the state given
 
 
 def test_a_global_flip_with_pins_turned_off_only_warns(instance, global_flag):

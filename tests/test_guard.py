@@ -109,6 +109,34 @@ def test_an_org_lock_blocks_that_org_and_instance_runs_only(server_db, lock_rows
 
 
 @concurrent
+def test_holding_many_orgs_locks_each_and_creates_missing_rows_first(server_db, lock_rows):
+    """The cutover's pins hold many orgs at once; an org without a lock row yet, and
+    ``orga`` beside ``OrgA`` (one row under MariaDB's _ci collation, two on PostgreSQL), are
+    held too, without waiting on the holder's own lock."""
+    orgs = [ORG_A, "OrgNew", "orga"]
+    taken, release = threading.Event(), threading.Event()
+
+    def hold_many():
+        with transaction.atomic():
+            guard.hold_orgs(orgs)
+            taken.set()
+            release.wait(30)
+
+    thread, box = in_thread(hold_many)
+    try:
+        assert taken.wait(20), box.get("error", "hold_orgs did not return")
+        for org in orgs:
+            assert not try_acquire([guard.org_lock_key(org)])
+        assert try_acquire([LOCK_B])
+        assert try_acquire([])  # the instance is shared
+    finally:
+        release.set()
+        thread.join(30)
+    assert "error" not in box, box["error"]
+    assert all(try_acquire([guard.org_lock_key(org)]) for org in orgs)
+
+
+@concurrent
 def test_an_instance_lock_blocks_every_scope(server_db, lock_rows):
     with held(instance=True):
         assert not try_acquire([LOCK_A])
