@@ -85,6 +85,21 @@ def _prefix_lookup(model) -> str:
     return "istartswith" if vendor == "mysql" else "startswith"
 
 
+def prefix_superset(model, field: str, prefix: str) -> Q:
+    """Rows of ``model`` whose ``field`` starts with ``prefix``, or a superset of them, by a
+    condition the column's index answers, for probes and bounds that a read then narrows:
+    PostgreSQL's ``LIKE`` prefix (its ``_like`` index); MariaDB/MySQL's ``LIKE`` in the
+    column's ``_ci`` collation (:func:`_prefix_lookup`); on SQLite, whose ``LIKE`` ignores
+    case and so no index answers it (a scan of the whole table for each org of a cutover,
+    three times in its release), the range from ``prefix`` up to ``prefix`` with its last
+    character's successor, the same rows exactly under the column's ``BINARY`` collation."""
+    vendor = connections[router.db_for_read(model)].vendor
+    if vendor != "sqlite":
+        return Q(**{f"{field}__{_prefix_lookup(model)}": prefix})
+    above = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return Q(**{f"{field}__gte": prefix, f"{field}__lt": above})
+
+
 def _legacy_filter(selection: Selection) -> Q:
     if selection.everything:
         return Q()
@@ -310,9 +325,9 @@ def delete_legacy(rows: list[LegacyRow]) -> int:
 
 def casbin_scopes_exist(prefix: str) -> bool:
     """Whether any Casbin row has a scope starting with ``prefix`` (one index probe; on
-    SQLite and MariaDB/MySQL the probe ignores case, which only ever answers yes more often)."""
+    MariaDB/MySQL the probe ignores case, which only ever answers yes more often)."""
     model = casbin_rule_model()
-    return model.objects.filter(**{f"v2__{_prefix_lookup(model)}": prefix}).exists()
+    return model.objects.filter(prefix_superset(model, "v2", prefix)).exists()
 
 
 def has_triggers(model) -> bool:

@@ -19,7 +19,14 @@ from django.db.models import Max, Min, Q
 from . import flags, placement
 from .conf import get_setting, legacy_role_model
 from .roles import ROLE_PTYPE, course_key_prefix, org_scope_prefix
-from .stores import BLANK_COURSE, Selection, casbin_rule_model, read_casbin, read_legacy
+from .stores import (
+    BLANK_COURSE,
+    Selection,
+    casbin_rule_model,
+    prefix_superset,
+    read_casbin,
+    read_legacy,
+)
 
 
 @dataclass
@@ -108,33 +115,34 @@ _SIDES = (
 # optimizer cannot answer from the index of a ``_ci`` column, so it walks the primary key,
 # through the whole table when the org has no row left there (the parity proof after each
 # org's move in a cutover: 0.17 s an org on average over 1,000,000 rows, 0.6 s for the
-# first). The same prefix compared the column's own way is a range of that index and finds a
-# superset of the rows (a key equal byte for byte is equal under any collation): its lowest
-# and highest primary keys bound the exact read, and an org with no candidate row costs one
-# index probe. Only MariaDB/MySQL is asked: PostgreSQL's exact prefix read is an index range
-# already (and its planner answers MIN/MAX by walking the primary key, the very cost avoided
-# here); SQLite's LIKE reads the whole table either way.
+# first); SQLite's case-blind LIKE does the same. The same prefix compared so that the
+# column's index answers it (``stores.prefix_superset``: MariaDB's own ``LIKE``, SQLite's
+# key range) finds a superset of the rows (a key equal byte for byte is equal under any
+# collation): its lowest and highest primary keys bound the exact read, and an org with no
+# candidate row costs one index probe. PostgreSQL is not asked: its exact prefix read is an
+# index range already (and its planner answers MIN/MAX by walking the primary key, the very
+# cost avoided here).
 
 
 def _org_superset(org: str, legacy: bool):
-    """(model, condition): the rows of ``org`` a store may hold, by a condition a ``_ci``
+    """(model, condition): the rows of ``org`` a store may hold, by a condition the column's
     index answers, matching at least every row the store's exact read selects."""
     if legacy:
-        where = Q(course_id__istartswith=course_key_prefix(org)) | Q(
-            course_id=BLANK_COURSE, org=org
-        )
-        return legacy_role_model(), where
-    return casbin_rule_model(), Q(ptype=ROLE_PTYPE, v2__istartswith=org_scope_prefix(org))
+        model = legacy_role_model()
+        where = prefix_superset(model, "course_id", course_key_prefix(org))
+        return model, where | Q(course_id=BLANK_COURSE, org=org)
+    model = casbin_rule_model()
+    return model, Q(ptype=ROLE_PTYPE) & prefix_superset(model, "v2", org_scope_prefix(org))
 
 
 def _span(selection: Selection, side: int) -> tuple[int | None, int | None] | None:
     """(after, until): the primary keys a read of ``selection`` on ``side`` (0: legacy, 1:
     Casbin) needs to cover; None when the store holds no row of it. Unbounded but for an
-    org on MariaDB/MySQL."""
+    org on MariaDB/MySQL and SQLite."""
     if selection.org is None:
         return None, None
     model, where = _org_superset(selection.org, legacy=side == 0)
-    if connections[model.objects.db].vendor != "mysql":
+    if connections[model.objects.db].vendor == "postgresql":
         return None, None
     found = model.objects.filter(where).aggregate(low=Min("pk"), high=Max("pk"))
     if found["low"] is None:

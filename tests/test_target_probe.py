@@ -9,9 +9,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from authz_migration import api, sqlmoves
+from authz_migration import api, sqlmoves, verify
+from authz_migration.conf import legacy_role_model
 from authz_migration.models import MigrationRun
-from authz_migration.stores import casbin_rule_model
+from authz_migration.stores import Selection, casbin_rule_model
 from tests.helpers import (
     ROLE_MAP,
     ROLES,
@@ -99,3 +100,26 @@ def test_a_command_that_recorded_no_run_does_not_carry_the_answer(org_rows):
     outcomes = list(command_batches(dry_run=True))
     assert outcomes and not any(o.targets_absent for o in outcomes)
     assert MigrationRun.objects.count() == 0
+
+
+def test_on_sqlite_an_orgs_probes_and_bounds_search_an_index(org_rows):
+    """SQLite's LIKE ignores case, so no index answers an org's key prefix: the target probe
+    and the bounds of an org's scan (a cutover's parity proof, ``verify``) read the whole
+    table, each org of a cutover three times. They ask for the prefix as a key range."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's query plans")
+    add_casbin_role("u0", ROLE_MAP[ROLES[0]], "course-v1:OrgB+X+R")
+    with CaptureQueriesContext(connection) as ctx:
+        assert sqlmoves.targets_absent(Selection(org=ORG))
+        report = verify.scan(Selection(org=ORG))
+    assert sum(p.legacy_rows for p in report.placements.values()) == org_rows
+    tables = {legacy_role_model()._meta.db_table, casbin_rule_model()._meta.db_table}
+    role_reads = [q["sql"] for q in ctx.captured_queries if any(t in q["sql"] for t in tables)]
+    assert len(role_reads) == 4  # the probe, two bounds (one empty: no read), one read
+    with connection.cursor() as cursor:
+        for sql in role_reads:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            steps = [row[3] for row in cursor.fetchall()]
+            assert not any(
+                step.startswith("SCAN") and any(t in step for t in tables) for step in steps
+            ), (sql, steps)
