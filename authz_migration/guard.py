@@ -108,17 +108,19 @@ def hold_orgs(orgs: Iterable[str]) -> None:
     that the collation makes one row, MariaDB's ``OrgA`` and ``orga``, or a row gone
     meanwhile), each org is held by :func:`hold` in turn: creating a row from the second
     connection while this one holds its look-alike would wait on our own lock."""
-    keys = sorted({org_lock_key(org) for org in orgs})
-    if not keys:
+    orgs = sorted(set(orgs))
+    if not orgs:
         return
+    keys = [org_lock_key(org) for org in orgs]  # in the orgs' order
     ensure_lock_rows([INSTANCE, *keys])
     connection = connections[router.db_for_write(ScopeLock)]
     if connection.vendor == "sqlite":
         _lock_sqlite(connection)
         return
-    if len(_lock_rows(connection, keys, instance=False, wait=True)) < len(keys) + 1:
-        for key in keys:
-            hold(key.removeprefix(org_lock_key("")))
+    locked = _lock_rows(connection, keys, instance=False, wait=True)
+    if len(locked) < len(keys) + 1:  # the orgs' rows and the instance's
+        for org in orgs:
+            hold(org)
 
 
 def acquire(org_keys: Iterable[str] = (), *, instance: bool = False, wait: bool = True) -> None:
