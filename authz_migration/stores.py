@@ -97,7 +97,9 @@ def prefix_superset(model, field: str, prefix: str) -> Q:
     if vendor != "sqlite":
         return Q(**{f"{field}__{_prefix_lookup(model)}": prefix})
     above = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return Q(**{f"{field}__gte": prefix, f"{field}__lt": above})
+    # Expressions, passed to the database as they are: a prefix is no course key, and Open
+    # edX's CourseKeyField would parse a plain value as one (and fail).
+    return Q(**{f"{field}__gte": Value(prefix), f"{field}__lt": Value(above)})
 
 
 def _legacy_filter(selection: Selection) -> Q:
