@@ -145,6 +145,8 @@ def legacy_verdicts(rows: list[LegacyRow], decide: Decide) -> list[Verdict]:
             verdicts.append(_NOT_MIGRATED)
         elif isinstance(place, str):
             verdicts.append(Verdict(CANNOT_MOVE, place))
+        elif place[4] is not None:
+            verdicts.append(place[4])  # the place's rows do not move: its shared verdict
         else:
             verdicts.append(_legacy_verdict(row, role, place, limit, fits))
     return verdicts
@@ -155,13 +157,20 @@ def _legacy_place(course_id: str, org: str, decide: Decide):
     if isinstance(scope, str):
         return scope
     org, course, casbin_scope = scope
-    return org, course, casbin_scope, _kind(decide(org, course), in_casbin=False)
+    kind = _kind(decide(org, course), in_casbin=False)
+    return org, course, casbin_scope, kind, _settled(kind, org, course)
+
+
+def _settled(kind: str, org: str, course: str | None) -> Verdict | None:
+    """The verdict of every row of a place whose rows do not move (one shared, immutable
+    tuple: a census or a scan of a million rows that stay made a million), None when its
+    rows move (each row's own checks then decide)."""
+    return None if kind == MOVES else Verdict(kind, None, org, course)
 
 
 def _legacy_verdict(row: LegacyRow, role: str, place, limit: int, fits) -> Verdict:
-    org, course, scope, kind = place
-    if kind != MOVES:
-        return Verdict(kind, None, org, course)
+    """The verdict of a row of a place whose rows move (``place``: :func:`_legacy_place`)."""
+    org, course, scope, _, _ = place
     if not row.username:
         return Verdict(CANNOT_MOVE, USER_MISSING, org, course)
     subject = subject_key(row.username)
@@ -199,13 +208,13 @@ def casbin_verdicts(rows: list[CasbinRow], decide: Decide) -> list[Verdict]:
         if place is None:
             verdicts.append(Verdict(CANNOT_MOVE, MALFORMED_CASBIN_ROW))
         else:
-            org, course, kind, fits = place
-            if kind == MOVES and not fits:
+            org, course, kind, fits, settled = place
+            if settled is not None:
+                verdicts.append(settled)
+            elif not fits:
                 verdicts.append(Verdict(CANNOT_MOVE, VALUE_TOO_LONG, org, course))
-            elif kind == MOVES:
-                verdicts.append((username, org, course, legacy_role))  # user looked up below
             else:
-                verdicts.append(Verdict(kind, None, org, course))
+                verdicts.append((username, org, course, legacy_role))  # user looked up below
     return _with_users(verdicts)
 
 
@@ -215,7 +224,8 @@ def _casbin_place(v2: str, decide: Decide, limits: tuple[int, int]):
         return None
     org, course = scope
     fits = len(org) <= limits[0] and len(course or "") <= limits[1]
-    return org, course, _kind(decide(org, course), in_casbin=True), fits
+    kind = _kind(decide(org, course), in_casbin=True)
+    return org, course, kind, fits, _settled(kind, org, course)
 
 
 def _with_users(pending: list) -> list[Verdict]:

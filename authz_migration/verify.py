@@ -166,13 +166,17 @@ def scan(selection: Selection, batch_size: int | None = None, sides=_SIDES) -> R
         span = _span(selection, side)
         for rows in _batches(read, selection, batch_size, span) if span else ():
             decide = placement.flags_of(rows)
+            seen = set()  # the places of this batch: each asks its flag once
             for row, verdict in zip(rows, classify(rows, decide), strict=True):
                 if verdict.kind == placement.CANNOT_MOVE:
                     report._add_problem(verdict.reason, row, limit)
                 elif verdict.kind in (placement.MOVES, placement.STAYS):
-                    entry = counts[(verdict.org, verdict.course)]
+                    place = (verdict.org, verdict.course)
+                    entry = counts[place]
                     entry[side] += 1
-                    entry[2] = bool(decide(verdict.org, verdict.course))
+                    if place not in seen:
+                        seen.add(place)
+                        entry[2] = bool(decide(*place))
     for (org, course), (legacy_rows, casbin_rows, enabled) in sorted(
         counts.items(), key=lambda item: (item[0][0], item[0][1] or "")
     ):
